@@ -1,0 +1,83 @@
+"""gptoss-magics: OpenAI's gpt-oss in-process with vLLM, from Jupyter.
+
+    %load_ext gptoss_magics
+    %gptoss_load tiny                      # or a local weights folder
+
+or from Python::
+
+    import gptoss_magics as gm
+    gm.load("/models/gpt-oss-20b")
+    print(gm.complete("Summarise ...", effort="low"))
+    gm.unload()
+
+Importing this package imports neither vLLM nor torch: the engine starts on
+``load()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    EngineAlreadyLoadedError,
+    EngineDeadError,
+    EngineLoadError,
+    EngineNotLoadedError,
+    GenerationAborted,
+    GptOssError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    TemplateError,
+)
+from .harmony import Turn
+from .reply import Reply
+from .session import complete, complete_batch, is_loaded, load, status, stream, unload
+from .settings import GptOssSettings, settings
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("gptoss-magics")
+except Exception:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "EngineAlreadyLoadedError",
+    "EngineDeadError",
+    "EngineLoadError",
+    "EngineNotLoadedError",
+    "GenerationAborted",
+    "GptOssError",
+    "GptOssSettings",
+    "MissingDependencyError",
+    "ModelNotFoundError",
+    "Reply",
+    "TemplateError",
+    "Turn",
+    "__version__",
+    "complete",
+    "complete_batch",
+    "is_loaded",
+    "load",
+    "settings",
+    "status",
+    "stream",
+    "unload",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext gptoss_magics``: register the magics (vLLM is not imported)."""
+    from .magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext gptoss_magics``: unload the model, if one is loaded."""
+    if is_loaded():
+        unload()
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "gptoss-magics"}]

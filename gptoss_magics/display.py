@@ -1,0 +1,151 @@
+"""How a Reply looks: text, markdown, HTML and a JSON bundle for the lab extension.
+
+Model output is never trusted as HTML: the answer is rendered from markdown with
+raw HTML disabled, and the reasoning is escaped, so a reply containing
+``<script>`` or ``onerror=`` shows as text and runs nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .reply import Reply
+
+MIME = "application/vnd.gptoss.reply+json"
+
+
+def _markdown_to_html(text: str) -> str:
+    from markdown_it import MarkdownIt
+
+    # commonmark with raw HTML off: tags in model output come out escaped
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    return str(md.render(text))
+
+
+def footer(reply: Reply) -> str:
+    """One line: model, effort, tokens, latency, speed."""
+    parts = [reply.model, f"effort {reply.effort}",
+             f"{reply.prompt_tokens} prompt + {reply.completion_tokens} completion tokens"]
+    if reply.analysis_tokens:
+        parts.append(f"{reply.analysis_tokens} reasoning")
+    parts.append(f"{reply.latency_s:.2f} s")
+    parts.append(f"{reply.tokens_per_s:.0f} tok/s")
+    return " · ".join(parts)
+
+
+def _show_reasoning(show: bool | None) -> bool:
+    if show is not None:
+        return show
+    from .settings import settings
+
+    return bool(settings().show_reasoning)
+
+
+def to_text(reply: Reply, show_reasoning: bool | None = None) -> str:
+    """Readable plain text, for terminals and logs."""
+    lines = []
+    if reply.notice:
+        lines.append(f"[{reply.notice}]")
+    if reply.warning:
+        lines.append(f"[warning: {reply.warning}]")
+    if reply.analysis:
+        if _show_reasoning(show_reasoning):
+            lines.append("--- reasoning ---")
+            lines.append(reply.analysis)
+            lines.append("--- answer ---")
+        else:
+            lines.append(f"[reasoning: {reply.analysis_tokens} tokens, hidden; see .analysis]")
+    lines.append(reply.final)
+    lines.append(f"-- {footer(reply)}")
+    return "\n".join(lines)
+
+
+def to_markdown(reply: Reply, show_reasoning: bool | None = None) -> str:
+    """Markdown: answer as markdown, reasoning in a collapsible block."""
+    out = []
+    if reply.notice:
+        out.append(f"> *{reply.notice}*\n")
+    if reply.warning:
+        out.append(f"> **warning:** {html.escape(reply.warning)}\n")
+    if reply.analysis:
+        opened = " open" if _show_reasoning(show_reasoning) else ""
+        out.append(
+            f"<details{opened}><summary>Reasoning ({reply.analysis_tokens} tokens)</summary>"
+            f"<pre>{html.escape(reply.analysis)}</pre></details>\n"
+        )
+    out.append(reply.final + "\n")
+    out.append(f"<sub>{html.escape(footer(reply))}</sub>")
+    return "\n".join(out)
+
+
+_STYLE = (
+    "<style>.gptoss-reply details{margin:.3em 0}.gptoss-reply summary{cursor:pointer;"
+    "color:var(--jp-ui-font-color2,#666)}.gptoss-reasoning{white-space:pre-wrap;"
+    "border-left:3px solid var(--jp-border-color2,#ccc);padding-left:.6em;"
+    "color:var(--jp-ui-font-color2,#666);font-size:.92em}.gptoss-footer{font-size:.8em;"
+    "color:var(--jp-ui-font-color3,#888);margin-top:.4em}.gptoss-notice{font-size:.85em;"
+    "font-style:italic;color:var(--jp-ui-font-color2,#777)}.gptoss-warning{color:"
+    "var(--jp-warn-color0,#b35900)}</style>"
+)
+
+
+def to_html(reply: Reply, show_reasoning: bool | None = None, *, streaming: bool = False
+            ) -> str:
+    """Self-contained HTML (safe: model text is escaped or sanitised markdown)."""
+    parts = [_STYLE, '<div class="gptoss-reply">']
+    if reply.notice:
+        parts.append(f'<div class="gptoss-notice">{html.escape(reply.notice)}</div>')
+    if reply.warning and not streaming:
+        parts.append(f'<div class="gptoss-warning">&#9888; {html.escape(reply.warning)}</div>')
+    if reply.analysis:
+        opened = " open" if (streaming and not reply.final) or _show_reasoning(show_reasoning) \
+            else ""
+        label = "Reasoning…" if streaming and not reply.final else \
+            f"Reasoning ({reply.analysis_tokens} tokens)"
+        parts.append(
+            f"<details{opened}><summary>{label}</summary>"
+            f'<div class="gptoss-reasoning">{html.escape(reply.analysis)}</div></details>'
+        )
+    parts.append(f'<div class="gptoss-final">{_markdown_to_html(reply.final)}</div>')
+    if not streaming:
+        parts.append(f'<div class="gptoss-footer">{html.escape(footer(reply))}</div>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def to_json(reply: Reply) -> dict[str, Any]:
+    """The JSON bundle the lab extension renders (no token ids: they can be large)."""
+    data = reply.to_dict()
+    data.pop("token_ids", None)
+    data["footer"] = footer(reply)
+    data["show_reasoning"] = _show_reasoning(None)
+    return data
+
+
+def metadata(reply: Reply) -> dict[str, Any]:
+    """Display metadata: the provenance saved with the notebook."""
+    prov = dict(reply.provenance)
+    prov.update(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                analysis_tokens=reply.analysis_tokens, finish_reason=reply.finish_reason,
+                latency_s=reply.latency_s)
+    return {"gptoss": json.loads(json.dumps(prov, default=str))}
+
+
+def reply_bundle(reply: Reply, include: Any = None, exclude: Any = None,
+                 show_reasoning: bool | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The full MIME bundle and metadata of a Reply (honours include/exclude)."""
+    makers = {
+        "text/plain": lambda: to_text(reply, show_reasoning),
+        "text/markdown": lambda: to_markdown(reply, show_reasoning),
+        "text/html": lambda: to_html(reply, show_reasoning),
+        MIME: lambda: to_json(reply),
+    }
+    data = {
+        mime: make() for mime, make in makers.items()
+        if (not include or mime in include) and not (exclude and mime in exclude)
+    }
+    return data, metadata(reply)

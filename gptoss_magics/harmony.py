@@ -1,0 +1,303 @@
+"""The harmony chat format, as pure functions over token ids.
+
+``render_prompt`` turns a conversation (system message with the reasoning effort,
+developer instructions, earlier turns, the user's message) into the prompt token
+ids that gpt-oss expects; ``parse_completion`` turns the ids the model produced
+into a :class:`Parsed` (final answer, reasoning, flags). Parsing never raises:
+truncated, malformed or channel-less output degrades to the best text that can be
+recovered, and the result says so.
+
+Uses ``openai_harmony`` (from the ``oss-harmony`` distribution, which carries the
+o200k vocabulary), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openai_harmony import HarmonyEncoding
+
+RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL = (
+    200002, 200003, 200005, 200006, 200007, 200008, 200012,
+)
+#: Stop tokens for an assistant turn: <|return|> and <|call|>.
+STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)
+VOCAB_SIZE = 201088
+FIRST_SPECIAL = 199998
+
+
+@functools.lru_cache(maxsize=1)
+def encoding() -> HarmonyEncoding:
+    """The gpt-oss harmony encoding (loaded once; the vocabulary is embedded)."""
+    from openai_harmony import HarmonyEncodingName, load_harmony_encoding
+
+    return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One finished exchange of a chat: what the user said and the final answer."""
+
+    user: str
+    final: str
+
+
+def render_prompt(
+    prompt: str,
+    *,
+    effort: str = "medium",
+    instructions: str | None = None,
+    history: Sequence[Turn] = (),
+    knowledge_cutoff: str = "2024-06",
+    current_date: str | None = None,
+) -> list[int]:
+    """Prompt token ids for ``prompt``, ending with ``<|start|>assistant``.
+
+    Earlier turns enter as user message + final answer only: their analysis is
+    dropped, as the harmony format asks once a turn has ended in a final answer.
+    """
+    from openai_harmony import (
+        Conversation,
+        DeveloperContent,
+        Message,
+        ReasoningEffort,
+        Role,
+        SystemContent,
+    )
+
+    efforts = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM,
+               "high": ReasoningEffort.HIGH}
+    try:
+        level = efforts[effort.lower()]
+    except KeyError:
+        raise ValueError(f"effort must be low, medium or high, not {effort!r}") from None
+    system = SystemContent.new().with_reasoning_effort(level)
+    system = system.with_knowledge_cutoff(knowledge_cutoff)
+    if current_date:
+        system = system.with_conversation_start_date(current_date)
+    messages = [Message.from_role_and_content(Role.SYSTEM, system)]
+    if instructions:
+        messages.append(
+            Message.from_role_and_content(
+                Role.DEVELOPER, DeveloperContent.new().with_instructions(instructions)
+            )
+        )
+    for turn in history:
+        messages.append(Message.from_role_and_content(Role.USER, turn.user))
+        messages.append(
+            Message.from_role_and_content(Role.ASSISTANT, turn.final).with_channel("final")
+        )
+    messages.append(Message.from_role_and_content(Role.USER, prompt))
+    convo = Conversation.from_messages(messages)
+    return list(encoding().render_conversation_for_completion(convo, Role.ASSISTANT))
+
+
+def final_header_ids() -> list[int]:
+    """Ids of ``<|start|>assistant<|channel|>final<|message|>``: a prompt that ends here
+    makes the model write its final answer directly (used for constrained answers)."""
+    return list(
+        encoding().encode("<|start|>assistant<|channel|>final<|message|>", allowed_special="all")
+    )
+
+
+def decode(ids: Iterable[int]) -> str:
+    """Text of ``ids``; ids outside the vocabulary are skipped."""
+    return str(encoding().decode([t for t in ids if 0 <= t < VOCAB_SIZE]))
+
+
+@dataclass(frozen=True)
+class Message:
+    """One parsed harmony message."""
+
+    channel: str | None
+    text: str
+    recipient: str | None = None
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What the model said, recovered from its completion ids.
+
+    ``final`` is the answer; ``analysis`` the reasoning. ``truncated`` means the
+    generation stopped before its end (max_tokens, or an abort). ``malformed`` means
+    the ids did not follow the harmony format; ``recovered`` means ``final`` was taken
+    from raw text because no final channel was found. ``error`` holds the parser's
+    complaint, if any.
+    """
+
+    final: str
+    analysis: str
+    messages: tuple[Message, ...]
+    truncated: bool
+    malformed: bool
+    recovered: bool
+    error: str | None
+    analysis_tokens: int
+    final_tokens: int
+
+    @property
+    def has_final(self) -> bool:
+        """True when the model wrote a final-channel message."""
+        return any(m.channel == "final" for m in self.messages)
+
+
+@dataclass
+class StreamDecoder:
+    """Incremental harmony parser: feed completion ids, get (channel, text) deltas.
+
+    ``parse_completion`` uses it too, so streamed and batch replies are parsed by
+    the same code.
+    """
+
+    _parser: object = field(init=False, repr=False)
+    _ids: list[int] = field(default_factory=list, init=False, repr=False)
+    _error: str | None = field(default=None, init=False)
+    _bad_ids: int = field(default=0, init=False)
+    _raw: list[int] = field(default_factory=list, init=False, repr=False)
+    _in_header: bool = field(default=False, init=False, repr=False)
+    _header_start: int = field(default=0, init=False, repr=False)
+    _raw_sent: int = field(default=0, init=False, repr=False)
+    _counts: dict[str, int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        from openai_harmony import Role, StreamableParser
+
+        self._parser = StreamableParser(encoding(), Role.ASSISTANT, strict=False)
+
+    def feed(self, ids: Iterable[int]) -> list[tuple[str | None, str]]:
+        """Consume ids; return the text deltas they add, tagged with their channel."""
+        from openai_harmony import HarmonyError
+
+        parser = self._parser
+        out: list[tuple[str | None, str]] = []
+        for t in ids:
+            self._ids.append(t)
+            if self._error is not None:
+                self._raw.append(t)
+                continue
+            if not 0 <= t < VOCAB_SIZE:
+                self._bad_ids += 1  # skipped; the rest still parses
+                continue
+            if not self._in_header:
+                self._header_start = len(self._ids) - 1
+            try:
+                parser.process(t)  # type: ignore[attr-defined]
+            except HarmonyError as exc:
+                self._go_raw(str(exc))
+                continue
+            self._in_header = parser.state.value == "Header"  # type: ignore[attr-defined]
+            if self._in_header and self._not_a_header(t):
+                self._go_raw("the output has no harmony message header")
+                continue
+            delta = parser.last_content_delta  # type: ignore[attr-defined]
+            if delta:
+                channel = parser.current_channel  # type: ignore[attr-defined]
+                key = channel or "none"
+                self._counts[key] = self._counts.get(key, 0) + 1
+                if out and out[-1][0] == channel:
+                    out[-1] = (channel, out[-1][1] + delta)
+                else:
+                    out.append((channel, delta))
+        if self._raw:
+            # no harmony structure from here on: stream the raw text (held back while a
+            # multi-byte character is incomplete)
+            text = decode(i for i in self._raw if i < FIRST_SPECIAL).rstrip("\ufffd")
+            if len(text) > self._raw_sent:
+                out.append((None, text[self._raw_sent:]))
+                self._raw_sent = len(text)
+        return out
+
+    def _not_a_header(self, t: int) -> bool:
+        """True when the header being read cannot be a harmony header: it does not
+        start with <|channel|> (or a recipient), or it runs on far too long."""
+        first = self._ids[self._header_start]
+        if len(self._ids) - self._header_start > 32:
+            return True
+        if self._header_start == 0 and t == first:
+            return first not in (CHANNEL, MESSAGE, CONSTRAIN) and not decode([first]).startswith(
+                " to")
+        return False
+
+    def _go_raw(self, why: str) -> None:
+        self._error = why
+        self._raw = list(self._ids[self._header_start:])
+
+    def finish(self, finish_reason: str | None = None) -> Parsed:
+        """Close the stream and return everything recovered.
+
+        ``finish_reason`` is the engine's ('stop', 'length', 'abort'); without it a
+        completion counts as truncated unless it ends with a stop token.
+        """
+        from openai_harmony import HarmonyError
+
+        parser = self._parser
+        error = self._error
+        if error is None:
+            try:
+                parser.process_eos()  # type: ignore[attr-defined]
+            except HarmonyError as exc:
+                error = str(exc)
+        messages = [
+            Message(m.channel, "".join(c.text for c in m.content if hasattr(c, "text")),
+                    m.recipient)
+            for m in parser.messages  # type: ignore[attr-defined]
+        ]
+        partial = parser.current_content  # type: ignore[attr-defined]
+        if error is not None and partial:
+            messages.append(
+                Message(parser.current_channel, partial,  # type: ignore[attr-defined]
+                        parser.current_recipient, complete=False)  # type: ignore[attr-defined]
+            )
+        ids = self._ids
+        if error is None and self._bad_ids:
+            error = f"{self._bad_ids} token id(s) outside the vocabulary were skipped"
+        if finish_reason is None:
+            truncated = not ids or ids[-1] not in STOP_TOKEN_IDS
+        else:
+            truncated = finish_reason not in ("stop",)
+        if truncated and error is None and messages and ids and ids[-1] not in (END, RETURN, CALL):
+            last = messages[-1]  # cut off mid-message
+            messages[-1] = Message(last.channel, last.text, last.recipient, complete=False)
+        finals = [m.text for m in messages if m.channel == "final"]
+        analysis = "\n\n".join(m.text for m in messages if m.channel in ("analysis", "commentary"))
+        recovered = False
+        final = finals[-1] if finals else ""
+        if not finals and self._raw:
+            # no final channel, but text outside harmony structure: that is the answer
+            final = decode(t for t in self._raw if t < FIRST_SPECIAL)
+            recovered = True
+        elif not finals and not messages and ids:
+            final = decode(t for t in ids if t < FIRST_SPECIAL)
+            recovered = True
+        elif not finals and any(m.channel is None for m in messages):
+            final = "\n".join(m.text for m in messages if m.channel is None)
+            recovered = True
+        malformed = error is not None and not (truncated and _is_eos_complaint(error))
+        return Parsed(
+            final=final,
+            analysis=analysis,
+            messages=tuple(messages),
+            truncated=truncated,
+            malformed=malformed or recovered,
+            recovered=recovered,
+            error=error,
+            analysis_tokens=self._counts.get("analysis", 0) + self._counts.get("commentary", 0),
+            final_tokens=self._counts.get("final", 0),
+        )
+
+
+def _is_eos_complaint(error: str) -> bool:
+    # "Unexpected EOS while waiting for message header": the stream merely stopped early
+    return "EOS" in error
+
+
+def parse_completion(ids: Sequence[int], finish_reason: str | None = None) -> Parsed:
+    """Parse the completion ids of one assistant turn. Never raises."""
+    decoder = StreamDecoder()
+    decoder.feed(ids)
+    return decoder.finish(finish_reason)

@@ -1,0 +1,82 @@
+"""``Reply``: one answer of gpt-oss, with its reasoning, flags and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the model answered, and how it was made.
+
+    ``final`` is the answer (the harmony final channel) and ``analysis`` the
+    reasoning. ``truncated`` is True when generation stopped early (``max_tokens``
+    or an interrupt); ``malformed`` when the output did not follow the harmony format,
+    in which case ``final`` holds the best text recovered. ``str(reply)`` is the answer.
+    ``provenance`` records the model, its weights fingerprint, the vLLM version and
+    every setting that shaped the answer.
+    """
+
+    final: str
+    analysis: str
+    finish_reason: str
+    truncated: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    effort: str
+    model: str
+    analysis_tokens: int = 0
+    first_token_s: float | None = None
+    malformed: bool = False
+    recovered: bool = False
+    error: str | None = None
+    notice: str | None = None
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the model finished and wrote a final answer in harmony form."""
+        return not (self.truncated or self.malformed or self.error) and self.finish_reason == "stop"
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second of latency."""
+        return self.completion_tokens / self.latency_s if self.latency_s > 0 else 0.0
+
+    @property
+    def warning(self) -> str | None:
+        """One line saying what is wrong with this reply, or None."""
+        if self.error:
+            return f"error: {self.error}"
+        if self.finish_reason == "abort":
+            return f"interrupted after {self.completion_tokens} tokens; the text so far is kept"
+        if self.truncated and not self.final:
+            return (f"hit max_tokens ({self.completion_tokens} tokens) while reasoning, before any "
+                    "answer: raise max_tokens or lower the effort")
+        if self.truncated:
+            return f"hit max_tokens ({self.completion_tokens} tokens): the answer is cut off"
+        if self.recovered:
+            return "the output did not follow the harmony format; showing the raw text"
+        if self.malformed:
+            return "the output did not fully follow the harmony format"
+        return None
+
+    def __str__(self) -> str:
+        return self.final
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as plain data (JSON-serialisable)."""
+        out = asdict(self)
+        out["token_ids"] = list(self.token_ids)
+        out["tokens_per_s"] = round(self.tokens_per_s, 2)
+        out["warning"] = self.warning
+        return out
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+        from .display import reply_bundle
+
+        return reply_bundle(self, include=include, exclude=exclude)
