@@ -95,9 +95,20 @@ class Job:
     def request_id(self, index: int) -> str:
         return f"{self.id}-{index}"
 
-    def abort(self) -> None:
-        """Abort every request of this job that has not finished yet."""
+    def abort(self, wait: float = 30.0) -> None:
+        """Abort every request of this job that has not finished yet, and wait (up to
+        ``wait`` seconds) until the engine has let go of them."""
         self._engine._command(("abort", self))
+        deadline = time.monotonic() + wait
+        while any(c is None for c in self.completions) and time.monotonic() < deadline:
+            try:
+                item = self.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if item is None or isinstance(item, BaseException):
+                break
+            if item.done is not None:
+                self.completions[item.index] = item.done
 
     def iter_events(self, poll_s: float = 0.05) -> Iterator[Event]:
         """Yield events until every request finished; raise the engine's error, if any.
@@ -180,7 +191,7 @@ def _clear_vllm_caches() -> None:
     import functools
 
     for obj in gc.get_objects():
-        if isinstance(obj, functools._lru_cache_wrapper) and str(
+        if type(obj) is functools._lru_cache_wrapper and str(
             getattr(obj, "__module__", "") or ""
         ).startswith("vllm"):
             with contextlib.suppress(Exception):

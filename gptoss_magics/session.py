@@ -32,7 +32,7 @@ from .errors import (
 )
 from .reply import Reply
 from .settings import EFFORTS, settings
-from .tiny import TINY_ENGINE_ARGS, TINY_NOTICE, build_tiny, is_tiny
+from .tiny import TINY_ENGINE_ARGS, TINY_NOTICE, build_tiny, is_tiny, tiny_info
 
 _LOCK = threading.RLock()
 _SESSION: Session | None = None
@@ -109,7 +109,7 @@ def resolve_model(name: str) -> tuple[Path, bool]:
                 f"{path} has no config.json: point at the folder that holds config.json and "
                 "the *.safetensors weights."
             )
-        return path.resolve(), False
+        return path.resolve(), tiny_info(path) is not None
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         try:
             from huggingface_hub import snapshot_download
@@ -289,7 +289,7 @@ def load(model: str | None = None, **engine_args: Any) -> dict[str, Any]:
                                   **args)
         finally:
             _SESSION_LOADING.clear()
-        label = "tiny-random" if tiny else name
+        label = (tiny_info(path) or {}).get("kind", "tiny") if tiny else name
         _SESSION = Session(engine, label, path, tiny, fingerprint, before, MemoryReport.now())
     _notify()
     return status()

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
 from traitlets.config import SingletonConfigurable
 
 EFFORTS = ("low", "medium", "high")
@@ -118,7 +118,7 @@ class GptOssSettings(SingletonConfigurable):
         try:
             _dt.date.fromisoformat(value)
         except ValueError as exc:
-            raise ValueError(
+            raise TraitError(
                 f"current_date must be 'today', '' or YYYY-MM-DD, not {value!r}"
             ) from exc
         return value

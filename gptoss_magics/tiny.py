@@ -96,6 +96,8 @@ TINY_ENGINE_ARGS: dict[str, Any] = {
     "max_model_len": 4096,
     "enforce_eager": True,
     "kv_cache_memory_bytes": 256 * 2**20,
+    # on CPU this is the share of the NUMA node's memory that must be free at start
+    "gpu_memory_utilization": 0.25,
 }
 
 

@@ -1,0 +1,64 @@
+"""Command line: ``python -m gptoss_magics demo`` (the tour on the tiny model) and
+``python -m gptoss_magics build-tiny`` (prepare the tiny model ahead of time)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+def demo(model: str) -> int:
+    """Load a model, ask it at each effort, batch, stream, unload; print what happens."""
+    import gptoss_magics as gm
+    from gptoss_magics import display
+
+    print(f"gptoss-magics {gm.__version__}: loading {model!r} in this process ...", flush=True)
+    t0 = time.perf_counter()
+    st = gm.load(model)
+    print(f"loaded {st['model']} on {st['device']} ({st['vllm']}) in "
+          f"{time.perf_counter() - t0:.1f} s; RSS {_mb(st['rss_bytes'])}")
+    if st.get("notice"):
+        print(f"NOTE: {st['notice']}")
+    for effort in ("low", "medium", "high"):
+        reply = gm.complete("What is 17 + 25?", effort=effort, max_tokens=48)
+        print(f"\n== effort={effort}\n{display.to_text(reply)}")
+    prompts = [f"Classify the sentiment of review #{i}." for i in range(32)]
+    t0 = time.perf_counter()
+    replies = gm.complete_batch(prompts, effort="low", max_tokens=32)
+    wall = time.perf_counter() - t0
+    tokens = sum(r.completion_tokens for r in replies)
+    print(f"\n== batch: {len(replies)} prompts in one engine call, {tokens} tokens in "
+          f"{wall:.2f} s ({tokens / wall:,.0f} tok/s)")
+    print("\n== streaming: ", end="", flush=True)
+    for piece in gm.stream("Tell me a story.", max_tokens=24):
+        if isinstance(piece, tuple):
+            print(piece[1], end="", flush=True)
+    mem = gm.unload()
+    print(f"\n\n== unload: RSS before load {_mb(mem['rss_before_load'])}, loaded "
+          f"{_mb(mem['rss_loaded'])}, after unload {_mb(mem['rss_after_unload'])}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gptoss_magics")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="a tour of the core API on a model (default: tiny)")
+    d.add_argument("model", nargs="?", default="tiny")
+    b = sub.add_parser("build-tiny", help="build the embedded tiny model into the cache")
+    b.add_argument("--name", default="tiny")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args.model)
+    from gptoss_magics.tiny import build_tiny
+
+    print(build_tiny(args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

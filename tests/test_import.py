@@ -1,0 +1,40 @@
+"""Importing the package, or loading the extension, pulls in neither vLLM nor torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CHECK = (
+    "import sys\n"
+    "{body}\n"
+    "heavy = sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules)\n"
+    "print('HEAVY', heavy)\n"
+)
+
+
+def _run(body: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", CHECK.format(body=body)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_import_is_light() -> None:
+    assert "HEAVY []" in _run("import gptoss_magics")
+
+
+def test_load_ext_is_light() -> None:
+    body = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            "ip = InteractiveShell.instance()\n"
+            "ip.run_line_magic('load_ext', 'gptoss_magics')\n"
+            "assert 'gptoss' in ip.magics_manager.magics['cell']")
+    assert "HEAVY []" in _run(body)
+
+
+def test_public_names_are_pinned() -> None:
+    import gptoss_magics
+
+    assert sorted(gptoss_magics.__all__) == gptoss_magics.__all__
+    for name in gptoss_magics.__all__:
+        assert hasattr(gptoss_magics, name), name

@@ -1,0 +1,46 @@
+"""Unload frees memory; load again works; errors when nothing is loaded."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import gptoss_magics as gm
+
+pytestmark = [pytest.mark.engine, pytest.mark.lifecycle]
+
+
+def test_unload_frees_memory_and_load_works_again(engine: dict) -> None:
+    first = gm.unload()
+    assert not gm.is_loaded()
+    grown = first["rss_loaded"] - first["rss_before_load"]
+    freed = first["rss_loaded"] - first["rss_after_unload"]
+    # the engine's weights, KV cache and tokenizer come back (imported code stays)
+    assert grown > 300e6 and freed > 600e6, first
+
+    with pytest.raises(gm.EngineNotLoadedError, match="load"):
+        gm.complete("hello")
+    with pytest.raises(gm.EngineNotLoadedError):
+        gm.unload()
+
+    # loading leaves the caller's random numbers alone (vLLM seeds the globals)
+    random.seed(1234)
+    expected = random.random()
+    random.seed(1234)
+    gm.load("tiny")
+    assert random.random() == expected
+    assert gm.complete("again", max_tokens=4).completion_tokens == 4
+
+    second = gm.unload()
+    # a second cycle does not keep more than a little extra
+    assert second["rss_after_unload"] - first["rss_after_unload"] < 150e6, (first, second)
+    gm.load("tiny")  # leave it loaded for any later test
+    assert gm.status()["state"] == "ready"
+
+
+def test_status_without_a_model(engine: dict) -> None:
+    gm.unload()
+    st = gm.status()
+    assert st["state"] == "none" and st["model"] is None
+    gm.load("tiny")
