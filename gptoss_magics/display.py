@@ -92,8 +92,8 @@ _STYLE = (
 )
 
 
-def to_html(reply: Reply, show_reasoning: bool | None = None, *, streaming: bool = False
-            ) -> str:
+def to_html(reply: Reply, show_reasoning: bool | None = None, *, streaming: bool = False,
+            markdown: bool = True) -> str:
     """Self-contained HTML (safe: model text is escaped or sanitised markdown)."""
     parts = [_STYLE, '<div class="gptoss-reply">']
     if reply.notice:
@@ -109,7 +109,9 @@ def to_html(reply: Reply, show_reasoning: bool | None = None, *, streaming: bool
             f"<details{opened}><summary>{label}</summary>"
             f'<div class="gptoss-reasoning">{html.escape(reply.analysis)}</div></details>'
         )
-    parts.append(f'<div class="gptoss-final">{_markdown_to_html(reply.final)}</div>')
+    answer = _markdown_to_html(reply.final) if markdown else \
+        f'<pre style="white-space:pre-wrap">{html.escape(reply.final)}</pre>'
+    parts.append(f'<div class="gptoss-final">{answer}</div>')
     if not streaming:
         parts.append(f'<div class="gptoss-footer">{html.escape(footer(reply))}</div>')
     parts.append("</div>")

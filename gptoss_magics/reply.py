@@ -33,6 +33,7 @@ class Reply:
     recovered: bool = False
     error: str | None = None
     notice: str | None = None
+    prompt: str = field(default="", repr=False)
     token_ids: tuple[int, ...] = field(default=(), repr=False)
     provenance: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -12,6 +12,7 @@ widgets call::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -56,7 +57,7 @@ class Options:
     @classmethod
     def resolve(cls, effort: str | None = None, max_tokens: int | None = None,
                 temperature: float | None = None, top_p: float | None = None,
-                seed: int | None | str = "default", instructions: str | None = None
+                seed: int | str | None = "default", instructions: str | None = None
                 ) -> Options:
         """Fill unset arguments from the settings and validate them."""
         s = settings()
@@ -160,8 +161,8 @@ def weights_fingerprint(folder: Path) -> str:
         digest.update(f"{p.name}\0{size}\0".encode())
         with p.open("rb") as fh:
             if size <= 512 * 2**20:
-                for chunk in iter(lambda fh=fh: fh.read(2**20), b""):
-                    digest.update(chunk)
+                while block := fh.read(2**20):
+                    digest.update(block)
             else:
                 chunk = 4 * 2**20
                 for offset in (0, size // 2, size - chunk):
@@ -233,10 +234,8 @@ def _notify() -> None:
         return
     info = status()
     for callback in list(_LISTENERS):
-        try:
+        with contextlib.suppress(Exception):  # a broken listener must not break generation
             callback(info)
-        except Exception:  # a broken listener must not break generation
-            pass
 
 
 def current() -> Session:
@@ -360,9 +359,14 @@ def status() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- prompting
 def make_reply(session: Session, options: Options, sampling: Any, completion: Any,
-               parsed: harmony.Parsed | None = None) -> Reply:
+               parsed: harmony.Parsed | None = None,
+               prompt_ids: Sequence[int] | None = None, prompt: str = "") -> Reply:
     """Build the Reply for one engine Completion."""
     parsed = parsed or harmony.parse_completion(completion.token_ids, completion.finish_reason)
+    provenance = session.provenance(options, sampling.as_dict())
+    if prompt_ids is not None:
+        provenance["prompt_sha256"] = hashlib.sha256(
+            json.dumps(list(prompt_ids)).encode()).hexdigest()
     return Reply(
         final=parsed.final,
         analysis=parsed.analysis,
@@ -380,14 +384,15 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
         recovered=parsed.recovered,
         error=completion.error,
         notice=session.notice,
+        prompt=prompt,
         token_ids=tuple(completion.token_ids),
-        provenance=session.provenance(options, sampling.as_dict()),
+        provenance=provenance,
     )
 
 
 def complete(prompt: str, *, effort: str | None = None, max_tokens: int | None = None,
              temperature: float | None = None, top_p: float | None = None,
-             seed: int | None | str = "default", instructions: str | None = None,
+             seed: int | str | None = "default", instructions: str | None = None,
              history: Sequence[harmony.Turn] = ()) -> Reply:
     """Prompt the loaded model once and return its parsed :class:`Reply`.
 
@@ -401,7 +406,7 @@ def complete(prompt: str, *, effort: str | None = None, max_tokens: int | None =
 
 def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
                    max_tokens: int | None = None, temperature: float | None = None,
-                   top_p: float | None = None, seed: int | None | str = "default",
+                   top_p: float | None = None, seed: int | str | None = "default",
                    instructions: str | None = None,
                    history: Sequence[harmony.Turn] = ()) -> list[Reply]:
     """Prompt the model with many prompts in one engine batch; one Reply per prompt,
@@ -411,14 +416,15 @@ def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
     sampling = options.sampling()
     ids = [options.render(p, history) for p in prompts]
     completions = session.engine.generate(ids, sampling)
-    replies = [make_reply(session, options, sampling, c) for c in completions]
+    replies = [make_reply(session, options, sampling, c, prompt_ids=p, prompt=text)
+               for c, p, text in zip(completions, ids, prompts, strict=True)]
     _record_speed(session, replies)
     return replies
 
 
 def stream(prompt: str, *, effort: str | None = None, max_tokens: int | None = None,
            temperature: float | None = None, top_p: float | None = None,
-           seed: int | None | str = "default", instructions: str | None = None,
+           seed: int | str | None = "default", instructions: str | None = None,
            history: Sequence[harmony.Turn] = ()
            ) -> Iterator[tuple[str | None, str] | Reply]:
     """Stream one reply: yields ``(channel, text)`` deltas as they are generated,
@@ -441,19 +447,21 @@ class StreamHandle:
 
     def __init__(self, prompt: str, *, effort: str | None = None,
                  max_tokens: int | None = None, temperature: float | None = None,
-                 top_p: float | None = None, seed: int | None | str = "default",
+                 top_p: float | None = None, seed: int | str | None = "default",
                  instructions: str | None = None,
                  history: Sequence[harmony.Turn] = ()) -> None:
         self.session = current()
         self.options = Options.resolve(effort, max_tokens, temperature, top_p, seed,
                                        instructions)
         self.sampling = self.options.sampling()
+        self.prompt = prompt
         self.prompt_ids = self.options.render(prompt, history)
         self.decoder = harmony.StreamDecoder()
         self.token_ids: list[int] = []
         self.completion: Any = None
         self.t0 = time.perf_counter()
         self.first_token_s: float | None = None
+        self._reply: Reply | None = None
 
     def deltas(self) -> Iterator[tuple[str | None, str]]:
         """Yield text deltas as tokens arrive."""
@@ -467,15 +475,20 @@ class StreamHandle:
                 self.completion = event.done
 
     def reply(self) -> Reply:
-        """The Reply for what has been generated so far."""
+        """The Reply for what has been generated (complete, or cut short)."""
         from .engine import Completion
+
+        if self._reply is not None:
+            return self._reply
 
         comp = self.completion or Completion(
             0, list(self.token_ids), "abort", len(self.prompt_ids),
             time.perf_counter() - self.t0, self.first_token_s)
         comp.token_ids = list(self.token_ids)
         parsed = self.decoder.finish(comp.finish_reason)
-        reply = make_reply(self.session, self.options, self.sampling, comp, parsed)
+        reply = make_reply(self.session, self.options, self.sampling, comp, parsed,
+                           self.prompt_ids, self.prompt)
+        self._reply = reply
         _record_speed(self.session, [reply])
         return reply
 

@@ -213,7 +213,7 @@ def _write_random_weights(folder: Path, seed: int) -> None:
 
     torch.manual_seed(seed)
     config = GptOssConfig(**ARCH)
-    model = GptOssForCausalLM(config).to(torch.bfloat16)
+    model = GptOssForCausalLM(config).to(dtype=torch.bfloat16)  # type: ignore[call-arg]
     model.save_pretrained(str(folder))
     GenerationConfig(
         bos_token_id=199998, eos_token_id=[200002, 199999, 200012], pad_token_id=199999

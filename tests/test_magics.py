@@ -1,0 +1,190 @@
+"""The magics, in a real IPython shell, on the real tiny engine."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import gptoss_magics as gm
+from gptoss_magics.magics import Chat
+from gptoss_magics.session import Options
+
+pytestmark = pytest.mark.engine
+
+
+class Recorder(DisplayPublisher):
+    """Records every display and display update with its time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[float, dict[str, Any], dict[str, Any], bool]] = []
+
+    def publish(self, data, metadata=None, source=None, *, transient=None,  # type: ignore[no-untyped-def,override]
+                update=False, **kwargs):
+        self.events.append((time.perf_counter(), data, metadata or {}, update))
+
+
+@pytest.fixture
+def ip(engine: dict) -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("gptoss_magics")
+    recorder = Recorder()
+    saved = shell.display_pub
+    shell.display_pub = recorder
+    yield shell
+    shell.display_pub = saved
+
+
+def cell(ip: InteractiveShell, line: str, body: str) -> gm.Reply:
+    ip.run_cell_magic("gptoss", line, body)
+    reply = ip.user_ns["_"]
+    assert isinstance(reply, gm.Reply)
+    return reply
+
+
+def last_display(ip: InteractiveShell) -> tuple[dict[str, Any], dict[str, Any]]:
+    _, data, meta, _ = ip.display_pub.events[-1]  # type: ignore[attr-defined]
+    return data, meta
+
+
+def test_template_resolves_names_attributes_keys_and_escapes(ip: InteractiveShell) -> None:
+    class Filing:
+        text = "Revenue fell 12%."
+
+    ip.user_ns.update(filing=Filing(), meta={"ticker": "ACME"})
+    reply = cell(ip, "--max-tokens 4 -o r",
+                 "Summarise {filing.text} for {meta[ticker]} as {{json}}.")
+    assert reply.prompt == "Summarise Revenue fell 12%. for ACME as {json}."
+    assert ip.user_ns["r"] is reply
+    assert reply.provenance["prompt_sha256"]
+
+
+def test_missing_name_fails_before_any_generation(ip: InteractiveShell) -> None:
+    ip.user_ns["filing"] = "x"
+    before = gm.status()["tokens_generated"]
+    with pytest.raises(UsageError, match=r"\{filng\}.*did you mean 'filing'"):
+        ip.run_cell_magic("gptoss", "", "Summarise {filng}")
+    assert gm.status()["tokens_generated"] == before
+
+
+def test_each_argument_reaches_the_reply(ip: InteractiveShell) -> None:
+    reply = cell(ip, "--effort high --max-tokens 7 --temperature 0 --seed 3 "
+                     "--instructions 'Answer in French.'", "Hello")
+    assert reply.effort == "high" and reply.completion_tokens == 7
+    sampling = reply.provenance["sampling"]
+    assert sampling["temperature"] == 0 and sampling["seed"] == 3
+    assert reply.provenance["instructions"] == "Answer in French."
+    again = cell(ip, "-e high -n 7 -t 0 -s 3 -i 'Answer in French.'", "Hello")
+    assert again.token_ids == reply.token_ids
+
+
+def test_reasoning_flags_and_formats(ip: InteractiveShell) -> None:
+    cell(ip, "-n 4 --show-reasoning", "Hi")
+    data, meta = last_display(ip)
+    assert {"text/plain", "text/markdown", "text/html",
+            "application/vnd.gptoss.reply+json"} <= set(data)
+    assert meta["gptoss"]["model"] == "tiny-random"
+    assert meta["gptoss"]["weights_fingerprint"].startswith("sha256:")
+    assert meta["gptoss"]["completion_tokens"] == 4
+    cell(ip, "-n 4 --format text", "Hi")
+    data, _ = last_display(ip)
+    assert "text/markdown" not in data and "<pre" in data["text/html"]
+
+
+def test_format_code_puts_the_answer_in_a_new_cell(ip: InteractiveShell,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(ip, "set_next_input", lambda text, replace=False: seen.append(text))
+    reply = cell(ip, "-n 6 --format code", "Write code.")
+    assert seen == [reply.final.strip()]
+
+
+def test_format_json_warns_on_invalid_json(ip: InteractiveShell,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cell(ip, "-n 6 --format json", "Give JSON.")
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_streaming_updates_the_display_before_generation_ends(ip: InteractiveShell) -> None:
+    t0 = time.perf_counter()
+    reply = cell(ip, "--max-tokens 300 --effort low", "Tell a long story.")
+    events = [e for e in ip.display_pub.events if e[0] >= t0]  # type: ignore[attr-defined]
+    updates = [e for e in events if e[3]]
+    assert len(updates) >= 3
+    first_text = next(t for t, data, _, upd in updates if upd and data["text/plain"].strip())
+    end = t0 + (reply.latency_s or 0)
+    assert first_text < events[-1][0] and first_text < end
+    final_data = events[-1][1]
+    assert reply.final in final_data["text/plain"]
+
+
+def test_interrupt_keeps_what_was_streamed_and_the_engine_works(ip: InteractiveShell) -> None:
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt, match="partial reply is kept"):
+        ip.run_cell_magic("gptoss", "--max-tokens 4000 -o partial", "Talk forever.")
+    assert time.perf_counter() - t0 < 10
+    partial = ip.user_ns["partial"]
+    assert ip.user_ns["_"] is partial
+    assert partial.finish_reason == "abort" and partial.truncated
+    assert 0 < partial.completion_tokens < 4000
+    assert partial.final  # the text streamed so far
+    reply = cell(ip, "-n 5", "Still alive?")
+    assert reply.completion_tokens == 5 and reply.finish_reason == "length"
+
+
+def test_chat_keeps_history_without_old_reasoning(ip: InteractiveShell) -> None:
+    ip.user_ns.pop("conv", None)
+    first = cell(ip, "--chat conv -n 5 -t 0", "First question")
+    second = cell(ip, "--chat conv -n 5 -t 0", "Second question")
+    conv = ip.user_ns["conv"]
+    assert isinstance(conv, Chat) and len(conv) == 2
+    assert [t.user for t in conv.turns] == ["First question", "Second question"]
+    # the second prompt contained the first turn: question and final answer only
+    with_history = Options.resolve(temperature=0).render(
+        "Second question", [gm.Turn("First question", first.final)])
+    assert second.prompt_tokens == len(with_history)
+
+
+def test_bad_arguments_are_usage_errors(ip: InteractiveShell) -> None:
+    for line in ("--effort extreme", "--max-tokens lots", "-o 1x", "--bogus",
+                 "--chat 'not a name'"):
+        with pytest.raises(UsageError):
+            ip.run_cell_magic("gptoss", line, "Hello")
+    with pytest.raises(UsageError, match="empty"):
+        ip.run_cell_magic("gptoss", "", "   ")
+
+
+def test_help_shows_the_real_options(ip: InteractiveShell) -> None:
+    doc = ip.find_cell_magic("gptoss").__doc__
+    for option in ("--effort", "--max-tokens", "--temperature", "--seed", "--instructions",
+                   "--show-reasoning", "--hide-reasoning", "--chat", "--format", "-o"):
+        assert option in doc, option
+    assert "--tensor-parallel-size" in ip.find_line_magic("gptoss_load").__doc__
+
+
+def test_status_magic(ip: InteractiveShell) -> None:
+    st = ip.run_line_magic("gptoss_status", "")
+    assert st["model"] == "tiny-random" and "tiny-random" in repr(st)
+    assert "<table" in st._repr_html_()
+
+
+def test_load_errors_are_one_line(ip: InteractiveShell, tmp_path: Any) -> None:
+    with pytest.raises(UsageError, match="already loaded"):
+        ip.run_line_magic("gptoss_load", "tiny")
+    with pytest.raises(UsageError, match="unexpected argument"):
+        ip.run_line_magic("gptoss_load", "tiny stray")
+
+
+def test_config_magic_changes_the_defaults(ip: InteractiveShell, fresh_settings: Any) -> None:
+    ip.run_line_magic("config", "GptOssSettings.max_tokens = 6")
+    assert cell(ip, "", "Hello").completion_tokens == 6
