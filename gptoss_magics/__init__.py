@@ -29,6 +29,7 @@ from .errors import (
     ModelNotFoundError,
     TemplateError,
 )
+from .frame import last_result  # importing frame registers df.gptoss and series.gptoss
 from .harmony import Turn
 from .reply import Reply
 from .session import complete, complete_batch, is_loaded, load, status, stream, unload
@@ -57,13 +58,23 @@ __all__ = [
     "__version__",
     "complete",
     "complete_batch",
+    "effort_panel",
     "is_loaded",
+    "last_result",
     "load",
     "settings",
     "status",
     "stream",
     "unload",
 ]
+
+
+def effort_panel(prompt: str | None = None, **kwargs: Any) -> Any:
+    """Sliders for reasoning effort, temperature and max tokens, linked to the settings;
+    with ``prompt``, each move re-runs it. See :mod:`gptoss_magics.widgets`."""
+    from .widgets import effort_panel as make
+
+    return make(prompt, **kwargs)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -198,6 +198,23 @@ def _clear_vllm_caches() -> None:
                 obj.cache_clear()
 
 
+def _platform_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
+    """Engine arguments that this platform needs unless the user chose otherwise.
+
+    On CPU, vLLM 0.32 crashes ("CPU Generator does not use offset") when a request
+    with a sampling seed has its prefill split over two steps (chunked prefill): it
+    rewinds the request's random generator, which CPU generators cannot do. Every
+    seeded batch larger than one step's token budget hits it. Scheduling whole
+    prompts only avoids it.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    budget = max(int(engine_args.get("max_model_len") or 0), 8192)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": budget}
+
+
 def _set_engine_environment(multiprocess: bool, offline: bool) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocess else "0"
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -373,7 +390,9 @@ class Engine:
             with _preserve_global_rng():
                 from vllm import LLM
 
-                args = dict(engine_args)
+                from ._vllm_plugin import parser_kwargs
+
+                args = {**parser_kwargs(), **_platform_defaults(engine_args), **engine_args}
                 args.setdefault("seed", 0)
                 self._llm = LLM(model=model, **args)
             self.info = self._describe(model, multiprocess, time.perf_counter() - t0)

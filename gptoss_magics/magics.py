@@ -216,6 +216,85 @@ class GptOssMagics(Magics):
             msg += f", GPU memory {gpu:,.1f} GiB freed"
         print(msg + ".")
 
+    @magic_arguments()
+    @argument("prompt", nargs="*",
+              help="Optional prompt: re-run it whenever a slider moves.")
+    @line_magic
+    def gptoss_panel(self, line: str) -> Any:
+        """Show sliders for reasoning effort, temperature and max tokens.
+
+        They are linked to the settings, so the next %%gptoss cell and df.gptoss.map use
+        what they show. With a prompt, each slider move re-runs it and shows the answer.
+        """
+        args = self.gptoss_panel.parser.parse_args(_split(line))
+        from .widgets import effort_panel
+
+        prompt = " ".join(args.prompt) or None
+        if prompt is not None:
+            assert self.shell is not None
+            with _usage_errors():
+                prompt = template.render_from(prompt, self.shell.user_ns)
+        return effort_panel(prompt)
+
+    @magic_arguments()
+    @argument("frame", help="Name of the DataFrame (or Series) variable.")
+    @argument("template", help="The prompt, quoted, with {column} fields.")
+    @argument("--out", "-o", metavar="NAME", required=True,
+              help="Column to write the answers into (with --schema: prefix of the columns).")
+    @argument("--effort", "-e", choices=EFFORTS, help="Reasoning effort.")
+    @argument("--max-tokens", "-n", type=int, help="Most tokens per row, reasoning included.")
+    @argument("--temperature", "-t", type=float, help="Sampling temperature.")
+    @argument("--seed", "-s", type=int, help="Sampling seed.")
+    @argument("--instructions", "-i", help="Developer instructions for every row.")
+    @argument("--choices", help="Comma-separated labels; the answer is one of them.")
+    @argument("--regex", help="Regular expression the answer must match.")
+    @argument("--schema", metavar="NAME",
+              help="Variable holding a pydantic model or JSON schema: one column per field.")
+    @argument("--reasoning", action="store_true", help="Also add a NAME_reasoning column.")
+    @argument("--no-cache", action="store_true", help="Neither read nor write the cache.")
+    @line_magic
+    def gptoss_map(self, line: str) -> None:
+        """Run gpt-oss on every row of a DataFrame and store the answers as a column.
+
+        Example::
+
+            %gptoss_map df "Summarise: {text}" --out summary --effort low
+        """
+        args = self.gptoss_map.parser.parse_args(_split(line))
+        assert self.shell is not None
+        ns = self.shell.user_ns
+        import pandas as pd
+
+        target = ns.get(args.frame)
+        if not isinstance(target, (pd.DataFrame, pd.Series)):
+            raise UsageError(f"{args.frame!r} is not a DataFrame or Series in this notebook")
+        schema = None
+        if args.schema:
+            if args.schema not in ns:
+                raise UsageError(f"--schema {args.schema}: no such variable")
+            schema = ns[args.schema]
+        choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
+        with _usage_errors():
+            result = target.gptoss.map(
+                args.template, effort=args.effort, max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                seed=args.seed if args.seed is not None else "default",
+                instructions=args.instructions, choices=choices, regex=args.regex,
+                schema=schema, reasoning=args.reasoning, cache=not args.no_cache)
+        if isinstance(target, pd.Series):
+            ns[args.out] = result
+            return
+        if isinstance(result, pd.Series):
+            target[args.out] = result
+        else:
+            for column in result.columns:
+                name = args.out if column == "answer" else f"{args.out}_{column}"
+                target[name] = result[column]
+        s = result.attrs["gptoss"]["summary"]
+        print(f"{args.out}: {s['rows']} rows, {s['generated']} generated, {s['cached']} from "
+              f"the cache, {s['missing']} missing, {s['truncated']} truncated, "
+              f"{s['errors']} failed ({s['seconds']:.1f} s)")
+
     # ------------------------------------------------------------------ prompting
     @magic_arguments()
     @argument("--effort", "-e", choices=EFFORTS,
@@ -402,6 +481,9 @@ def register(ipython: Any) -> None:
         s.update_config(ipython.config)
         ipython.configurables.append(s)
     ipython.register_magics(GptOssMagics)
+    from .labcomm import attach
+
+    attach(ipython)
 
 
 __all__ = ["Chat", "GptOssMagics", "StatusView", "register"]

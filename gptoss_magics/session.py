@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -463,7 +463,7 @@ class StreamHandle:
         self.first_token_s: float | None = None
         self._reply: Reply | None = None
 
-    def deltas(self) -> Iterator[tuple[str | None, str]]:
+    def deltas(self) -> Generator[tuple[str | None, str], None, None]:
         """Yield text deltas as tokens arrive."""
         for event in self.session.engine.stream(self.prompt_ids, self.sampling):
             if event.new_token_ids:

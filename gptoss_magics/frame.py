@@ -1,0 +1,617 @@
+"""Map gpt-oss over DataFrame rows: ``df.gptoss.map(...)`` and ``series.gptoss.map(...)``.
+
+One template, many rows, one engine batch. The work is done by :class:`RowMapper`, a
+plain class; the pandas accessors only hand it the frame.
+
+* Rows go to vLLM together; identical prompts are generated once; the system and
+  developer messages open every prompt, so vLLM's prefix cache reuses them.
+* Every finished row is written at once to an on-disk cache (SQLite, readable by
+  the user only), keyed by the model's weights fingerprint, the prompt's token
+  ids and the sampling settings. An interrupt or an engine crash loses nothing
+  finished: :func:`last_result` holds the partial result, and running the same map
+  again generates only the missing rows. A second identical run comes from the
+  cache.
+* ``choices``, ``regex`` and ``schema`` constrain the final answer through vLLM's
+  structured outputs, while the reasoning (analysis channel) stays free.
+* Rows whose referenced values are missing are never sent (they get <NA>); rows that
+  hit ``max_tokens`` or never reached a final answer are flagged and counted, never
+  silently turned into empty answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from . import template
+from . import template as template_module
+from .errors import EngineDeadError, GptOssError, TemplateError
+from .session import Options, Session, current
+
+#: the result of the last map, complete or partial (after an interrupt or a crash)
+_LAST: dict[str, Any] = {}
+
+
+class GptOssWarning(UserWarning):
+    """Rows that hit max_tokens, missed a final answer, or failed."""
+
+
+class RowError(GptOssError):
+    """Raised with ``on_error='raise'`` when a row fails; names the row."""
+
+
+def last_result() -> pd.Series | pd.DataFrame | None:
+    """The result of the last ``map`` (partial when it was interrupted or crashed)."""
+    return _LAST.get("result")
+
+
+# ---------------------------------------------------------------------- cache
+class ResultCache:
+    """Finished rows on disk: SQLite in the cache folder, mode 0600."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(self.path, 0o600)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, "
+                        "value TEXT NOT NULL, created REAL NOT NULL)")
+        self.db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Cached values for those of ``keys`` that are present."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = list(keys[i:i + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, value in self.db.execute(
+                        f"SELECT key, value FROM rows WHERE key IN ({marks})", chunk):
+                    out[key] = json.loads(value)
+        return out
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store one finished row (committed at once)."""
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)",
+                            (key, json.dumps(value), time.time()))
+            self.db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+# ---------------------------------------------------------------------- results
+@dataclass
+class RowResult:
+    """What one prompt produced (shared by duplicate rows)."""
+
+    final: str | None
+    analysis: str
+    finish_reason: str
+    truncated: bool
+    has_final: bool
+    completion_tokens: int
+    prompt_tokens: int
+    value: Any = None
+    error: str | None = None
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("cached")
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RowResult:
+        return cls(**{**d, "cached": True})
+
+
+@dataclass
+class Constraint:
+    """The structured-output constraint of a map, and how to read its answers."""
+
+    kind: str  # "none" | "choices" | "regex" | "schema"
+    choices: tuple[str, ...] | None = None
+    regex: str | None = None
+    schema: dict[str, Any] | None = None
+    model: Any = None  # pydantic model class, when the schema came from one
+    sampling_args: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, choices: Sequence[str] | None, schema: Any, regex: str | None) -> Constraint:
+        given = [x is not None for x in (choices, schema, regex)]
+        if sum(given) > 1:
+            raise ValueError("Give at most one of choices, schema and regex.")
+        if choices is not None:
+            opts = tuple(str(c) for c in choices)
+            if not opts or len(set(opts)) != len(opts):
+                raise ValueError("choices must be a non-empty list of distinct strings")
+            return cls("choices", choices=opts, sampling_args={"choice": opts})
+        if regex is not None:
+            import re
+
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from None
+            return cls("regex", regex=regex, sampling_args={"regex": regex})
+        if schema is not None:
+            model = None
+            if isinstance(schema, Mapping):
+                js = dict(schema)
+            elif hasattr(schema, "model_json_schema"):
+                model, js = schema, schema.model_json_schema()
+            else:
+                raise ValueError("schema must be a pydantic model class or a JSON schema dict")
+            if js.get("type") != "object" or not js.get("properties"):
+                raise ValueError("schema must describe an object with properties (one "
+                                 "column per property)")
+            return cls("schema", schema=js, model=model,
+                       sampling_args={"json_schema": json.dumps(js, sort_keys=True)})
+        return cls("none")
+
+    def read(self, final: str) -> Any:
+        """The typed value of an answer; raises ValueError when it does not fit."""
+        text = final.strip()
+        if self.kind == "choices":
+            assert self.choices is not None
+            if text not in self.choices:
+                raise ValueError(f"answer {text[:40]!r} is not one of the choices")
+            return text
+        if self.kind == "regex":
+            import re
+
+            assert self.regex is not None
+            if not re.fullmatch(self.regex, text):
+                raise ValueError(f"answer {text[:40]!r} does not match the regex")
+            return text
+        if self.kind == "schema":
+            data = json.loads(text)
+            if self.model is not None:
+                return self.model.model_validate(data).model_dump()
+            _check_schema(data, self.schema or {})
+            return data
+        return final
+
+    def columns(self) -> list[str]:
+        return list((self.schema or {}).get("properties", {}))
+
+    def dtypes(self) -> dict[str, str]:
+        out = {}
+        for name, prop in (self.schema or {}).get("properties", {}).items():
+            t = prop.get("type")
+            if "enum" in prop:
+                out[name] = "category"
+            elif t == "integer":
+                out[name] = "Int64"
+            elif t == "number":
+                out[name] = "Float64"
+            elif t == "boolean":
+                out[name] = "boolean"
+            elif t == "string":
+                out[name] = "string"
+            else:
+                out[name] = "object"
+        return out
+
+
+_JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": (int, float),
+                               "boolean": bool, "object": dict, "array": list}
+
+
+def _check_schema(data: Any, schema: Mapping[str, Any]) -> None:
+    """A small JSON-schema check: object, required keys, property types and enums."""
+    if not isinstance(data, dict):
+        raise ValueError("the answer is not a JSON object")
+    for key in schema.get("required", []):
+        if key not in data:
+            raise ValueError(f"the answer lacks {key!r}")
+    for key, prop in schema.get("properties", {}).items():
+        if key not in data or data[key] is None:
+            continue
+        t = prop.get("type")
+        py = _JSON_TYPES.get(t) if isinstance(t, str) else None
+        if py is not None and (not isinstance(data[key], py) or
+                               (t in ("integer", "number") and isinstance(data[key], bool))):
+            raise ValueError(f"{key!r} should be {t}")
+        if "enum" in prop and data[key] not in prop["enum"]:
+            raise ValueError(f"{key!r} must be one of {prop['enum']}")
+
+
+# ---------------------------------------------------------------------- the mapper
+@dataclass
+class MapSummary:
+    """Counts of a map run."""
+
+    rows: int = 0
+    missing: int = 0
+    unique_prompts: int = 0
+    cached: int = 0
+    generated: int = 0
+    retried: int = 0
+    truncated: int = 0
+    no_final: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+class RowMapper:
+    """Maps one template over the rows of a DataFrame (the accessor's engine room)."""
+
+    def __init__(self, frame: pd.DataFrame, template_text: str, *,
+                 effort: str | None = None, max_tokens: int | None = None,
+                 temperature: float | None = None, seed: int | str | None = "default",
+                 instructions: str | None = None, choices: Sequence[str] | None = None,
+                 schema: Any = None, regex: str | None = None, reasoning: bool = False,
+                 cache: bool = True, on_error: str = "mark", progress: bool = True,
+                 session: Session | None = None) -> None:
+        if on_error not in ("mark", "raise"):
+            raise ValueError(f"on_error must be 'mark' or 'raise', not {on_error!r}")
+        if not isinstance(template_text, str):
+            raise TypeError("the template must be a string such as 'Summarise: {text}'")
+        self.frame = frame
+        self.template = template_text
+        self.fields = template.fields(template_text)
+        missing = [f for f in self.fields if f not in frame.columns]
+        if missing:
+            cols = ", ".join(repr(c) for c in frame.columns)
+            near = template.missing_message(missing[0], [str(c) for c in frame.columns],
+                                            "column")
+            raise TemplateError(f"{near} The columns are: {cols}.")
+        if not self.fields:
+            raise TemplateError("The template refers to no column: write e.g. "
+                                "'Summarise: {text}' with a column name in braces.")
+        self.options = Options.resolve(effort, max_tokens, temperature, None, seed,
+                                       instructions)
+        self.constraint = Constraint.make(choices, schema, regex)
+        self.reasoning = reasoning
+        self.use_cache = cache
+        self.on_error = on_error
+        self.progress = progress
+        self.session = session or current()
+        self.summary = MapSummary(rows=len(frame))
+
+    # ------------------------------------------------------------------ steps
+    def prompts(self) -> list[str | None]:
+        """The rendered prompt of every row, or None where a referenced value is missing."""
+        out: list[str | None] = []
+        cols = self.fields
+        for values in self.frame[cols].itertuples(index=False, name=None):
+            row = dict(zip(cols, values, strict=True))
+            if any(_is_missing(v) for v in row.values()):
+                out.append(None)
+                continue
+            out.append(template.render(self.template, template.namespace_lookup(row)))
+        return out
+
+    def key(self, prompt_ids: Sequence[int], sampling: Any) -> str:
+        blob = json.dumps([self.session.fingerprint, list(prompt_ids), sampling.as_dict()],
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def run(self) -> pd.Series | pd.DataFrame:
+        """Generate (or fetch from the cache) every row and assemble the result."""
+        t0 = time.perf_counter()
+        prompts = self.prompts()
+        self.summary.missing = sum(p is None for p in prompts)
+        unique = list(dict.fromkeys(p for p in prompts if p is not None))
+        self.summary.unique_prompts = len(unique)
+        sampling = self.options.sampling(**self.constraint.sampling_args)
+        ids = [self.options.render(p) for p in unique]
+        keys = [self.key(i, sampling) for i in ids]
+        results: dict[str, RowResult] = {}
+        store = ResultCache(self.session_cache_path()) if self.use_cache else None
+        try:
+            if store is not None:
+                for k, v in store.get_many(keys).items():
+                    results[k] = RowResult.from_json(v)
+            self.summary.cached = len(results)
+            todo = [i for i, k in enumerate(keys) if k not in results]
+            interrupted: BaseException | None = None
+            try:
+                self._generate(todo, ids, keys, sampling, results, store, prompts, unique)
+            except (KeyboardInterrupt, EngineDeadError) as exc:
+                interrupted = exc
+        finally:
+            if store is not None:
+                store.close()
+        self.summary.seconds = round(time.perf_counter() - t0, 3)
+        result = self.assemble(prompts, unique, keys, results)
+        _LAST["result"] = result
+        if interrupted is not None:
+            done = sum(1 for k in keys if k in results)
+            note = (f"{done} of {len(unique)} distinct prompts are finished and saved; "
+                    "gptoss_magics.last_result() holds the partial result, and running the "
+                    "same map again generates only the rest.")
+            if isinstance(interrupted, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"map interrupted: {note}") from None
+            raise EngineDeadError(f"{interrupted} {note}") from interrupted
+        self._warn()
+        return result
+
+    def session_cache_path(self) -> str:
+        from .settings import settings
+
+        return str(settings().cache_path("results.sqlite"))
+
+    def _generate(self, todo: list[int], ids: list[list[int]], keys: list[str], sampling: Any,
+                  results: dict[str, RowResult], store: ResultCache | None,
+                  prompts: list[str | None], unique: list[str]) -> None:
+        if not todo:
+            return
+        rows_per_prompt: dict[str, int] = {}
+        for p in prompts:
+            if p is not None:
+                rows_per_prompt[p] = rows_per_prompt.get(p, 0) + 1
+        bar = self._bar(len(self.frame), len(self.frame) - sum(
+            rows_per_prompt[unique[i]] for i in todo))
+        tokens = [0]
+        t0 = time.perf_counter()
+        retry: list[int] = []
+
+        def finish(index: int, res: RowResult) -> None:
+            results[keys[index]] = res
+            if store is not None and res.finish_reason != "abort":
+                store.put(keys[index], res.to_json())
+            tokens[0] += res.completion_tokens
+            if bar is not None:
+                bar.update(rows_per_prompt[unique[index]])
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix_str(f"{tokens[0] / max(elapsed, 1e-9):,.0f} tok/s",
+                                    refresh=False)
+
+        def on_done(first_pass: bool) -> Callable[[Any], None]:
+            def handle(completion: Any) -> None:
+                index = batch[completion.index]
+                res = self._read(completion)
+                if first_pass and res.error is not None and self.constraint.kind == "schema" \
+                        and res.has_final and not res.truncated:
+                    retry.append(index)  # one more try before the row counts as failed
+                    tokens[0] += res.completion_tokens
+                    return
+                finish(index, res)
+            return handle
+
+        engine = self.session.engine
+        try:
+            batch = todo
+            engine.generate([ids[i] for i in batch], sampling, on_done=on_done(True))
+            if retry:
+                self.summary.retried = len(retry)
+                batch = list(retry)
+                again = _reseeded(sampling)
+                engine.generate([ids[i] for i in batch], again, on_done=on_done(False))
+        finally:
+            if bar is not None:
+                bar.close()
+        self.summary.generated = len(todo)
+
+    def _read(self, completion: Any) -> RowResult:
+        from . import harmony
+
+        parsed = harmony.parse_completion(completion.token_ids, completion.finish_reason)
+        res = RowResult(final=parsed.final if parsed.has_final else None,
+                        analysis=parsed.analysis, finish_reason=completion.finish_reason,
+                        truncated=parsed.truncated, has_final=parsed.has_final,
+                        completion_tokens=len(completion.token_ids),
+                        prompt_tokens=completion.prompt_tokens, error=completion.error)
+        if res.error is None and res.final is not None and not res.truncated:
+            try:
+                res.value = self.constraint.read(res.final)
+            except (ValueError, TypeError) as exc:
+                res.error = f"{type(exc).__name__}: {exc}"
+        return res
+
+    def _bar(self, total: int, initial: int) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, unit="row", desc="gpt-oss", leave=True)
+
+    # ------------------------------------------------------------------ output
+    def assemble(self, prompts: list[str | None], unique: list[str], keys: list[str],
+                 results: dict[str, RowResult]) -> pd.Series | pd.DataFrame:
+        """Build the Series/DataFrame aligned to the frame's index."""
+        by_prompt = {p: results.get(k) for p, k in zip(unique, keys, strict=True)}
+        index = self.frame.index
+        per_row = [by_prompt.get(p) if p is not None else None for p in prompts]
+        s = self.summary
+        s.truncated = sum(1 for r in per_row if r is not None and r.truncated)
+        s.no_final = sum(1 for r in per_row if r is not None and not r.has_final
+                         and not r.truncated and r.finish_reason != "error")
+        s.errors = sum(1 for r in per_row if r is not None and r.error is not None)
+        s.prompt_tokens = sum(r.prompt_tokens for r in results.values() if not r.cached)
+        s.completion_tokens = sum(r.completion_tokens for r in results.values() if not r.cached)
+        if self.on_error == "raise":
+            for label, r in zip(index, per_row, strict=True):
+                if r is not None and r.error is not None:
+                    raise RowError(f"row {label!r} failed: {r.error} (use on_error='mark' to "
+                                   "keep going and get an error column)")
+
+        def good(r: RowResult | None) -> Any:
+            """The row's value when it succeeded, else None."""
+            if r is None or r.error is not None or r.final is None or r.truncated:
+                return None
+            return r.value
+
+        if self.constraint.kind == "schema":
+            columns = self.constraint.columns()
+            dicts = [good(r) for r in per_row]
+            data = {c: [d.get(c) if isinstance(d, dict) else None for d in dicts]
+                    for c in columns}
+            out: pd.DataFrame | pd.Series = pd.DataFrame(data, index=index)
+            for c, dtype in self.constraint.dtypes().items():
+                with contextlib.suppress(TypeError, ValueError):
+                    out[c] = out[c].astype(dtype)
+        else:
+            values = [good(r) for r in per_row]
+            if self.constraint.kind == "choices":
+                out = pd.Series(pd.Categorical(values, categories=list(
+                    self.constraint.choices or ())), index=index, name="answer")
+            else:
+                out = pd.Series(values, index=index, dtype="string", name="answer")
+        if self.reasoning or isinstance(out, pd.DataFrame):
+            frame = out.to_frame() if isinstance(out, pd.Series) else out
+            if self.reasoning:
+                frame["reasoning"] = pd.Series(
+                    [r.analysis if r is not None else None for r in per_row],
+                    index=index, dtype="string")
+            frame["truncated"] = pd.Series(
+                [r.truncated if r is not None else pd.NA for r in per_row], index=index,
+                dtype="boolean")
+            frame["error"] = pd.Series([_row_error(r) for r in per_row], index=index,
+                                       dtype="string")
+            out = frame
+        out.attrs["gptoss"] = self.provenance(per_row)
+        return out
+
+    def provenance(self, per_row: list[RowResult | None]) -> dict[str, Any]:
+        index = list(self.frame.index)
+        info = self.session.provenance(self.options, self.options.sampling(
+            **self.constraint.sampling_args).as_dict())
+        info.update(
+            template=self.template,
+            constraint=self.constraint.kind,
+            summary=dict(self.summary.__dict__),
+            missing_rows=[i for i, p in zip(index, per_row, strict=True) if p is None],
+            truncated_rows=[i for i, r in zip(index, per_row, strict=True)
+                            if r is not None and r.truncated],
+            error_rows={str(i): _row_error(r) for i, r in zip(index, per_row, strict=True)
+                        if _row_error(r)},
+        )
+        return info
+
+    def _warn(self) -> None:
+        s = self.summary
+        problems = []
+        if s.truncated:
+            problems.append(f"{s.truncated} of {s.rows} rows hit max_tokens "
+                            f"({self.options.max_tokens}); raise max_tokens or lower effort")
+        if s.no_final:
+            problems.append(f"{s.no_final} of {s.rows} rows ended without a final answer")
+        if s.errors:
+            problems.append(f"{s.errors} of {s.rows} rows failed (see the error column or "
+                            "attrs['gptoss']['error_rows'])")
+        if s.missing:
+            problems.append(f"{s.missing} of {s.rows} rows had missing values and were not "
+                            "sent (<NA>)")
+        if problems:
+            warnings.warn("; ".join(problems), GptOssWarning, stacklevel=4)
+
+
+def _row_error(r: RowResult | None) -> str | None:
+    if r is None:
+        return None
+    if r.error:
+        return r.error
+    if r.truncated:
+        return "hit max_tokens"
+    if not r.has_final:
+        return "no final answer"
+    return None
+
+
+def _reseeded(sampling: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(sampling, seed=None if sampling.seed is None else sampling.seed + 1)
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN, NaT and pd.NA are missing; strings (even "nan") and containers are not."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)) or not pd.api.types.is_scalar(value):
+        return False
+    return bool(pd.isna(value))
+
+
+# ---------------------------------------------------------------------- accessors
+_MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the index.
+
+    Parameters
+    ----------
+    template : str
+        The prompt, with ``{column}`` fields (``{{``/``}}`` for literal braces).
+    effort, max_tokens, temperature, seed, instructions
+        As for ``gptoss_magics.complete``; unset ones come from the settings.
+    choices : list of str, optional
+        Constrain the answer to one of these: a categorical column.
+    schema : pydantic model class or JSON schema dict, optional
+        Constrain the answer to JSON of this shape: one typed column per field.
+    regex : str, optional
+        Constrain the answer to this regular expression.
+    reasoning : bool
+        Also return the reasoning (analysis channel) as a column.
+    cache : bool
+        Serve rows from, and save them to, the on-disk result cache.
+    on_error : {"mark", "raise"}
+        "mark" puts failures into an ``error`` column (``attrs`` for a Series);
+        "raise" raises, naming the row.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Series (answers) or DataFrame (with ``schema`` or ``reasoning=True``: the
+    answer or fields, ``reasoning``, ``truncated`` and ``error`` columns).
+    ``result.attrs["gptoss"]`` records the model fingerprint, vLLM version,
+    parameters, time, token totals and row counts.
+    """
+
+
+@pd.api.extensions.register_dataframe_accessor("gptoss")
+class DataFrameAccessor:
+    """``df.gptoss``: run gpt-oss over the rows of a DataFrame."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def map(self, template: str, **kwargs: Any) -> pd.Series | pd.DataFrame:
+        return RowMapper(self._frame, template, **kwargs).run()
+
+    map.__doc__ = _MAP_DOC
+
+
+@pd.api.extensions.register_series_accessor("gptoss")
+class SeriesAccessor:
+    """``series.gptoss``: run gpt-oss over the values of a Series (``{}`` or ``{value}``)."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self._series = series
+
+    def map(self, template: str, **kwargs: Any) -> pd.Series | pd.DataFrame:
+        if not isinstance(template, str):
+            raise TypeError("the template must be a string such as 'Summarise: {}'")
+        rebuilt = []
+        for literal, fld, spec, conv in template_module.parse(template):
+            rebuilt.append(literal.replace("{", "{{").replace("}", "}}"))
+            if fld is not None:
+                name = "value" if fld == "" else fld
+                rebuilt.append("{" + name + (f"!{conv}" if conv else "") +
+                               (f":{spec}" if spec else "") + "}")
+        frame = pd.DataFrame({"value": self._series})
+        return RowMapper(frame, "".join(rebuilt), **kwargs).run()
+
+    map.__doc__ = _MAP_DOC.replace("``{column}`` fields", "``{}`` or ``{value}`` for the value")
+

@@ -1,0 +1,129 @@
+"""Reasoning-effort controls: sliders linked to the settings.
+
+``effort_panel()`` shows an effort slider (low / medium / high), a temperature
+slider and a max-tokens slider. They are linked to :func:`gptoss_magics.settings`,
+so what they show is what the next ``%%gptoss`` cell and ``df.gptoss.map`` use,
+and a ``%config`` change moves them. ``effort_panel(prompt="...")`` also re-runs
+that prompt whenever a slider moves (debounced; a run still in flight is
+cancelled) and shows the answer, the reasoning, tokens and latency.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+import ipywidgets as w
+from traitlets import link
+
+from . import display, session
+from .settings import EFFORTS, settings
+
+
+class EffortPanel(w.VBox):
+    """The effort panel widget; see :func:`effort_panel`."""
+
+    def __init__(self, prompt: str | None = None, *, debounce_s: float = 0.4,
+                 **complete_kwargs: Any) -> None:
+        s = settings()
+        self.effort = w.SelectionSlider(options=list(EFFORTS), value=s.effort,
+                                        description="effort", continuous_update=False)
+        self.temperature = w.FloatSlider(value=s.temperature, min=0.0, max=2.0, step=0.05,
+                                         description="temperature", continuous_update=False,
+                                         readout_format=".2f")
+        self.max_tokens = w.IntSlider(value=min(s.max_tokens, 8192), min=16, max=8192,
+                                      step=16, description="max tokens",
+                                      continuous_update=False)
+        self._links = [link((self.effort, "value"), (s, "effort")),
+                       link((self.temperature, "value"), (s, "temperature")),
+                       link((self.max_tokens, "value"), (s, "max_tokens"))]
+        children: list[Any] = [self.effort, self.temperature, self.max_tokens]
+        self.prompt = prompt
+        self.debounce_s = debounce_s
+        self.complete_kwargs = complete_kwargs
+        self.result = w.HTML(value="")
+        self.status = w.HTML(value="")
+        self.reply: Any = None
+        self.runs = 0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._handle: session.StreamHandle | None = None
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+        if prompt is not None:
+            children += [self.status, self.result]
+            for slider in (self.effort, self.temperature, self.max_tokens):
+                slider.observe(self._on_change, names="value")
+        super().__init__(children=children)
+        self.add_class("gptoss-effort-panel")
+        if prompt is not None:
+            self.rerun()
+
+    # ------------------------------------------------------------------ re-running
+    def _on_change(self, _change: Any) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.debounce_s, self.rerun)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def rerun(self) -> None:
+        """Run the bound prompt now with the sliders' values (cancelling a run in flight)."""
+        if self.prompt is None:
+            return
+        self.cancel()
+        self._cancel = cancel = threading.Event()
+        worker = threading.Thread(target=self._run, args=(cancel,), daemon=True,
+                                  name="gptoss-effort-panel")
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the run in flight, if any, and wait for it to let go of the engine."""
+        self._cancel.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30)
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Block until the current run has finished (for scripts and tests)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+
+    def _run(self, cancel: threading.Event) -> None:
+        try:
+            handle = session.StreamHandle(
+                str(self.prompt), effort=self.effort.value,
+                temperature=self.temperature.value, max_tokens=self.max_tokens.value,
+                **self.complete_kwargs)
+        except Exception as exc:  # no model loaded, bad kwargs: say so in the panel
+            self.status.value = f"<span style='color:#b35900'>{html.escape(str(exc))}</span>"
+            return
+        self.status.value = (f"<i>running at effort {handle.options.effort}, temperature "
+                             f"{handle.options.temperature:g} …</i>")
+        stream = handle.deltas()
+        try:
+            for _ in stream:
+                if cancel.is_set():
+                    break
+        finally:
+            stream.close()  # aborts the request when cancelled
+        reply = handle.reply()
+        if cancel.is_set():
+            return
+        self.reply = reply
+        self.runs += 1
+        self.status.value = ""
+        self.result.value = display.to_html(reply)
+
+
+def effort_panel(prompt: str | None = None, **complete_kwargs: Any) -> EffortPanel:
+    """Sliders for reasoning effort, temperature and max tokens, linked to the settings.
+
+    With ``prompt``, moving a slider re-runs the prompt (debounced; a run in flight is
+    cancelled) and shows the answer, the reasoning, tokens and latency.
+    """
+    return EffortPanel(prompt, **complete_kwargs)

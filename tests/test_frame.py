@@ -1,0 +1,225 @@
+"""df.gptoss.map on the real tiny engine: alignment, batching, cache, resume, flags."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sqlite3
+import stat
+import threading
+import warnings
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import gptoss_magics as gm
+from gptoss_magics.frame import GptOssWarning, RowError
+from gptoss_magics.session import current
+from gptoss_magics.settings import settings
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def count_requests(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Number of prompts in each engine submission made during the test."""
+    eng = current().engine
+    calls: list[int] = []
+    original = eng.submit
+
+    def submit(prompts, sampling, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(prompts))
+        return original(prompts, sampling, **kw)
+
+    monkeypatch.setattr(eng, "submit", submit)
+    return calls
+
+
+def frame(n: int, seed: int = 0, start: int = 100) -> pd.DataFrame:
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    texts = [f"{words[i % 8]} {words[(i * 3 + seed) % 8]} row {i}" for i in range(n)]
+    return pd.DataFrame({"text": texts, "k": range(n)}, index=range(start, start + 2 * n, 2))
+
+
+def test_result_is_aligned_to_a_non_default_index(engine: dict) -> None:
+    df = frame(6)
+    df.index = ["f", "a", "e", "b", "d", "c"]
+    out = df.gptoss.map("Echo: {text}", max_tokens=4, cache=False, progress=False)
+    assert isinstance(out, pd.Series) and list(out.index) == list(df.index)
+    info = out.attrs["gptoss"]
+    assert info["summary"]["rows"] == 6 and info["summary"]["generated"] == 6
+    assert info["weights_fingerprint"].startswith("sha256:") and info["vllm"]
+    assert info["template"] == "Echo: {text}"
+
+
+def test_duplicates_are_generated_once_in_one_batch(engine: dict,
+                                                     count_requests: list[int]) -> None:
+    df = pd.DataFrame({"text": ["same", "other", "same", "same", "other", "third"]})
+    out = df.gptoss.map("Say: {text}", max_tokens=4, cache=False, progress=False,
+                        temperature=0)
+    assert count_requests == [3]
+    assert out.attrs["gptoss"]["summary"]["unique_prompts"] == 3
+    # duplicate rows share the answer of their prompt
+    assert out.iloc[0] is out.iloc[2] or (pd.isna(out.iloc[0]) and pd.isna(out.iloc[2])) \
+        or out.iloc[0] == out.iloc[2]
+
+
+def test_missing_values_are_never_sent(engine: dict, count_requests: list[int]) -> None:
+    df = pd.DataFrame({"text": ["a", None, float("nan"), "d", pd.NA, "nan"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = df.gptoss.map("Say: {text}", max_tokens=4, cache=False, progress=False)
+    assert count_requests == [3]  # "a", "d" and the literal string "nan"
+    assert out.isna()[[1, 2, 4]].all()
+    info = out.attrs["gptoss"]
+    assert info["summary"]["missing"] == 3 and info["missing_rows"] == [1, 2, 4]
+    assert any("3 of 6 rows had missing values" in str(w.message) for w in caught)
+
+
+def test_missing_column_lists_the_columns_before_generating(engine: dict,
+                                                            count_requests: list[int]) -> None:
+    df = frame(3)
+    with pytest.raises(gm.TemplateError, match=r"'txt'.*did you mean 'text'.*'text', 'k'"):
+        df.gptoss.map("Summarise {txt}")
+    assert count_requests == []
+
+
+def test_truncation_is_flagged_and_summarised(engine: dict) -> None:
+    df = frame(5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = df.gptoss.map("Explain {text} at length.", max_tokens=2, effort="high",
+                            cache=False, progress=False, reasoning=True)
+    assert out["truncated"].all() and out["answer"].isna().all()
+    assert (out["error"] == "hit max_tokens").all()
+    msgs = [str(w.message) for w in caught if issubclass(w.category, GptOssWarning)]
+    assert any("5 of 5 rows hit max_tokens (2); raise max_tokens or lower effort" in m
+               for m in msgs)
+
+
+def test_second_identical_run_comes_from_the_cache(engine: dict,
+                                                   count_requests: list[int]) -> None:
+    df = frame(8, seed=11)
+    first = df.gptoss.map("Cache test: {text}", max_tokens=6, progress=False)
+    second = df.gptoss.map("Cache test: {text}", max_tokens=6, progress=False)
+    assert count_requests == [8]
+    assert second.attrs["gptoss"]["summary"]["cached"] == 8
+    assert second.attrs["gptoss"]["summary"]["generated"] == 0
+    pd.testing.assert_series_equal(first, second)
+    db = settings().cache_path("results.sqlite")
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    # a different setting is a different key
+    df.gptoss.map("Cache test: {text}", max_tokens=7, progress=False)
+    assert count_requests == [8, 8]
+
+
+def test_interrupt_keeps_finished_rows_and_rerun_does_the_rest(engine: dict,
+                                                               count_requests: list[int]
+                                                               ) -> None:
+    n = 160
+    df = frame(n, seed=5)
+    template = "Interrupt test, please answer: {text}"
+    before = _saved_rows()
+    watcher = threading.Thread(target=_interrupt_when_saved, args=(before,), daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt, match="generates only the rest"):
+        df.gptoss.map(template, max_tokens=32, progress=False)
+    watcher.join()
+    partial = gm.last_result()
+    assert partial is not None and list(partial.index) == list(df.index)
+    saved = _saved_rows() - before
+    assert 0 < saved < n
+    out = df.gptoss.map(template, max_tokens=32, progress=False)
+    summary = out.attrs["gptoss"]["summary"]
+    assert summary["cached"] == saved
+    assert summary["generated"] == n - saved
+    assert count_requests == [n, n - saved]
+
+
+def _saved_rows() -> int:
+    with sqlite3.connect(settings().cache_path("results.sqlite")) as db:
+        return int(db.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
+
+
+def _interrupt_when_saved(before: int, timeout: float = 120.0) -> None:
+    """Interrupt the main thread as soon as the map has saved its first row."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _saved_rows() > before:
+            _thread.interrupt_main()
+            return
+        time.sleep(0.005)
+
+
+def test_on_error_raise_names_the_row(engine: dict) -> None:
+    df = pd.DataFrame({"text": ["short", "word " * 5000]}, index=["row-1", "row-7"])
+    with pytest.raises(RowError, match="row 'row-7' failed: .*max_model_len"):
+        df.gptoss.map("Prompt {text}", max_tokens=2, on_error="raise", cache=False,
+                      progress=False)
+    marked = df.gptoss.map("Prompt {text}", max_tokens=2, cache=False, progress=False,
+                           reasoning=True)
+    assert "max_model_len" in marked.loc["row-7", "error"]
+    assert marked.attrs["gptoss"]["summary"]["errors"] == 1
+
+
+def test_series_accessor(engine: dict) -> None:
+    s = pd.Series(["a", "b", None], index=[5, 6, 7], name="letters")
+    out = s.gptoss.map("Letter {} or {value}", max_tokens=3, cache=False, progress=False)
+    assert list(out.index) == [5, 6, 7] and pd.isna(out[7])
+    assert out.attrs["gptoss"]["summary"]["unique_prompts"] == 2
+
+
+def test_bad_arguments(engine: dict) -> None:
+    df = frame(2)
+    with pytest.raises(ValueError, match="at most one"):
+        df.gptoss.map("{text}", choices=["a"], regex="a")
+    with pytest.raises(ValueError, match="on_error"):
+        df.gptoss.map("{text}", on_error="ignore")
+    with pytest.raises(ValueError, match="schema"):
+        df.gptoss.map("{text}", schema={"type": "string"})
+
+
+def test_map_magic(engine: dict) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("gptoss_magics")
+    df = frame(4)
+    ip.user_ns["df"] = df
+    ip.run_line_magic("gptoss_map", 'df "Magic: {text}" --out said -n 3 --effort low')
+    assert "said" in df.columns and len(df["said"]) == 4
+
+
+def _crash_after(steps: int) -> Any:
+    engine = current().engine
+    llm_engine = engine._llm.llm_engine
+    original = llm_engine.step
+    count = [0]
+
+    def step() -> Any:
+        count[0] += 1
+        if count[0] > steps:
+            raise RuntimeError("simulated engine crash")
+        return original()
+
+    llm_engine.step = step
+
+
+@pytest.mark.lifecycle
+def test_engine_crash_loses_nothing_finished(engine: dict) -> None:
+    n = 300  # more than the engine runs at once (256), so some finish before the crash
+    df = frame(n, seed=3)
+    template = "Crash test: {text}"
+    _crash_after(35)
+    with pytest.raises(gm.EngineDeadError, match="finished and saved"):
+        df.gptoss.map(template, max_tokens=24, progress=False)
+    with pytest.raises(gm.EngineDeadError, match="unload"):
+        gm.complete("anything")
+    gm.unload()
+    gm.load("tiny")
+    out = df.gptoss.map(template, max_tokens=24, progress=False)
+    summary = out.attrs["gptoss"]["summary"]
+    assert 0 < summary["cached"] < n and summary["generated"] == n - summary["cached"]
