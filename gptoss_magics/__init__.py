@@ -56,6 +56,7 @@ __all__ = [
     "TemplateError",
     "Turn",
     "__version__",
+    "compare_efforts",
     "complete",
     "complete_batch",
     "effort_panel",
@@ -67,6 +68,15 @@ __all__ = [
     "stream",
     "unload",
 ]
+
+
+def compare_efforts(source: Any, template: str | None = None, **kwargs: Any) -> Any:
+    """Run a prompt (or a sample of DataFrame rows) at low, medium and high effort and
+    compare latency, reasoning tokens, answer tokens and accuracy. See
+    :func:`gptoss_magics.sweep.compare_efforts`."""
+    from .sweep import compare_efforts as run
+
+    return run(source, template, **kwargs)
 
 
 def effort_panel(prompt: str | None = None, **kwargs: Any) -> Any:

@@ -364,6 +364,17 @@ class Engine:
             if not finished:
                 job.abort()
 
+    def call(self, fn: Callable[[Any], Any], timeout: float | None = None) -> Any:
+        """Run ``fn(llm)`` on the engine's thread with the underlying ``vllm.LLM`` and
+        return its result (for benchmarks against raw vLLM and for diagnostics)."""
+        self._check_alive()
+        box: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._command(("call", fn, box))
+        ok, value = box.get(timeout=timeout)
+        if not ok:
+            raise value
+        return value
+
     @property
     def tokens_generated(self) -> int:
         """Tokens this engine has generated since it was loaded."""
@@ -447,6 +458,11 @@ class Engine:
                               RequestOutputKind)
                 elif cmd[0] == "abort":
                     self._abort(engine, cmd[1])
+                elif cmd[0] == "call":
+                    try:
+                        cmd[2].put((True, cmd[1](self._llm)))
+                    except BaseException as exc:
+                        cmd[2].put((False, exc))
                 try:
                     cmd = self._commands.get_nowait()
                 except queue.Empty:

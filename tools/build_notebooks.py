@@ -1,0 +1,136 @@
+"""Write the example notebooks in notebooks/ (without outputs).
+
+Run: python tools/build_notebooks.py. The test suite executes each notebook top to
+bottom in a real kernel (tests/test_notebooks.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent.parent / "notebooks"
+
+TOY = ("The model here is `tiny`, the embedded demo model: a real gpt-oss architecture with the "
+       "real tokenizer, trained only on three toy tasks (sentiment from keywords, uppercasing "
+       "a word, adding two small numbers). It is not a language model. Load real weights "
+       "the same way: `%gptoss_load /models/gpt-oss-20b`.")
+
+
+def quickstart() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("# gptoss-magics quickstart\n\n" + TOY),
+        new_code_cell("%load_ext gptoss_magics"),
+        new_markdown_cell("Load the model into a vLLM engine inside this kernel (no server). "
+                          "Nothing is downloaded: the weights must be on this machine."),
+        new_code_cell("%gptoss_load tiny"),
+        new_code_cell("%gptoss_status"),
+        new_markdown_cell("## Prompt a cell\n\nThe answer streams in; the reasoning is "
+                          "collapsed above it. `{a}` and `{b}` come from the notebook."),
+        new_code_cell("a, b = 17, 25"),
+        new_code_cell("%%gptoss --effort high -o reply\nWhat is {a} + {b}?"),
+        new_code_cell("print(repr(reply.final), reply.effort, reply.analysis_tokens, "
+                      "'reasoning tokens')\nprint(reply.analysis)"),
+        new_markdown_cell("Lower effort, shorter reasoning; `--show-reasoning` opens it."),
+        new_code_cell("%%gptoss --effort low --show-reasoning\nWhat is {a} + {b}?"),
+        new_markdown_cell("Every reply carries its provenance (model, weights fingerprint, "
+                          "vLLM version, effort, sampling settings, seed): it is also saved in "
+                          "the output's metadata."),
+        new_code_cell("{k: reply.provenance[k] for k in ('model', 'weights_fingerprint', "
+                      "'vllm', 'effort', 'sampling')}"),
+        new_markdown_cell("## Multi-turn chat\n\nEarlier turns' reasoning is not sent again."),
+        new_code_cell("%%gptoss --chat conv --effort low\nUppercase the word: river"),
+        new_code_cell("%%gptoss --chat conv --effort low\nConvert to uppercase: garden"),
+        new_code_cell("conv"),
+        new_markdown_cell("## Many rows at once\n\n`%gptoss_map` (and `df.gptoss.map`) send "
+                          "every row in one engine batch; `--choices` constrains the final "
+                          "answer while the reasoning stays free."),
+        new_code_cell("import pandas as pd\n"
+                      "reviews = pd.DataFrame({'text': ['the food was great', "
+                      "'the room was awful', 'the train was on time today']})\n"
+                      "%gptoss_map reviews \"What is the sentiment of: {text}\" --out label "
+                      "--choices positive,negative,neutral --effort low\nreviews"),
+        new_markdown_cell("## Effort controls\n\nThe sliders set the defaults that the next "
+                          "cells use."),
+        new_code_cell("%gptoss_panel"),
+        new_markdown_cell("## Free the memory\n\nNo kernel restart needed."),
+        new_code_cell("%gptoss_unload"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+
+
+def dataframe() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("# Mapping gpt-oss over a DataFrame\n\n" + TOY),
+        new_code_cell("import pandas as pd\nimport gptoss_magics as gm\ngm.load('tiny')"),
+        new_code_cell(
+            "df = pd.DataFrame({\n"
+            "    'text': ['the movie was wonderful and fun', 'the service was rude', "
+            "'a quiet morning at the park',\n"
+            "             None, 'the coffee was great', 'the movie was wonderful and fun'],\n"
+            "    'a': [3, 40, 12, 7, 55, 3], 'b': [4, 2, 30, 8, 21, 4],\n"
+            "}, index=['r1', 'r2', 'r3', 'r4', 'r5', 'r6'])\ndf"),
+        new_markdown_cell("**Labels.** `choices` gives a categorical column whose values are "
+                          "always among the choices. The missing text is never sent: <NA>."),
+        new_code_cell("df['label'] = df.gptoss.map('What is the sentiment of: {text}', "
+                      "choices=['positive', 'negative', 'neutral'], effort='low')\n"
+                      "df[['text', 'label']]"),
+        new_markdown_cell("**Typed extraction.** A pydantic model (or a JSON schema) gives one "
+                          "typed column per field."),
+        new_code_cell("from pydantic import BaseModel\n\nclass Sum(BaseModel):\n"
+                      "    total: int\n\n"
+                      "sums = df.gptoss.map('What is {a} + {b}?', schema=Sum, effort='low')\n"
+                      "sums.join(df[['a', 'b']])"),
+        new_code_cell("sums.dtypes"),
+        new_markdown_cell("**Reasoning as a column**, and flags for rows cut off by "
+                          "`max_tokens` (a warning counts them)."),
+        new_code_cell("df.gptoss.map('What is {a} + {b}?', effort='high', reasoning=True)"),
+        new_code_cell("short = df.gptoss.map('What is {a} + {b}?', effort='high', "
+                      "max_tokens=12, reasoning=True)\nshort[['answer', 'truncated', 'error']]"),
+        new_markdown_cell("**Provenance and counts** live in `attrs`. A second identical run "
+                          "comes from the on-disk cache; an interrupted run resumes."),
+        new_code_cell("again = df.gptoss.map('What is the sentiment of: {text}', "
+                      "choices=['positive', 'negative', 'neutral'], effort='low')\n"
+                      "again.attrs['gptoss']['summary']"),
+        new_code_cell("gm.unload()"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+
+
+def effort() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell("# Choosing a reasoning effort\n\n" + TOY),
+        new_code_cell("import pandas as pd\nimport gptoss_magics as gm\ngm.load('tiny')"),
+        new_markdown_cell("The panel's sliders are the defaults of every later cell. With a "
+                          "prompt, each move re-runs it."),
+        new_code_cell("panel = gm.effort_panel('What is 38 + 47?')\npanel"),
+        new_code_cell("panel.wait()\nprint(panel.reply.final, panel.reply.effort)"),
+        new_markdown_cell("## The sweep\n\nThe same rows at low, medium and high effort: "
+                          "latency, reasoning tokens and answer tokens per effort, and "
+                          "accuracy when the right answers are known."),
+        new_code_cell(
+            "rows = pd.DataFrame({'a': [12, 45, 7, 88, 23, 61, 30, 5],\n"
+            "                     'b': [9, 38, 66, 11, 47, 20, 59, 94]})\n"
+            "rows['expected'] = (rows.a + rows.b).astype(str)\n"
+            "sweep = gm.compare_efforts(rows, 'What is {a} + {b}?', expected='expected')\n"
+            "sweep"),
+        new_code_cell("sweep.table[['median reasoning tokens', 'accuracy']]"),
+        new_code_cell("gm.unload()"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+
+
+def main() -> None:
+    HERE.mkdir(exist_ok=True)
+    for name, build in (("quickstart", quickstart), ("dataframe", dataframe),
+                        ("effort", effort)):
+        nb = build()
+        nbformat.validate(nb)
+        nbformat.write(nb, HERE / f"{name}.ipynb")
+        print("wrote", HERE / f"{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
