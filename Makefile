@@ -1,16 +1,25 @@
 # Two entry points for a newcomer:
 #   make demo   set up .venv and run the tour on the embedded tiny model (CPU, no downloads)
-#   make test   set up .venv and run the whole test suite
+#   make test   set up .venv and run the whole test suite (browser tests included)
+# `make setup` also builds the JupyterLab extension (labextension/, needs Node.js >= 20.19):
+# pip runs `jlpm install` + `jlpm build` through hatch-jupyter-builder. Under CI=true yarn
+# installs exactly labextension/yarn.lock; after changing labextension/package.json run
+# `jlpm install` there (without CI) and commit the new yarn.lock.
 PYTHON ?= python3
+# Debian's chromium drives the browser tests (tests/browser); never `playwright install`.
+CHROMIUM ?= /usr/bin/chromium
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the JupyterLab extension as installed in the venv, rebuilt when its sources change
+LABEXT := $(VENV)/share/jupyter/labextensions/gptoss-magics/package.json
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean node chromium
 
-setup: $(STAMP)
+setup: $(STAMP) $(LABEXT)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml labextension/package.json labextension/yarn.lock
+	@$(MAKE) --no-print-directory node
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install -e '.[cpu,dev]'
@@ -20,11 +29,32 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
+$(LABEXT): $(wildcard labextension/src/*.ts labextension/style/*) | $(STAMP)
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(LABEXT)
+
+node:
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null || { \
+		echo "error: building the JupyterLab extension needs Node.js >= 20.19 (found:" \
+			"$$(node --version 2>/dev/null || echo none)); install it, then run make again." >&2; \
+		exit 1; }
+
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser tests ..."; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "error: the browser tests (tests/browser) need chromium at $(CHROMIUM):" \
+			"run 'sudo apt-get install -y chromium' (or make test CHROMIUM=/path/to/chromium)." >&2; \
+		exit 1; \
+	fi
+
 demo: setup
 	$(PY) -m gptoss_magics demo tiny
 
-test: setup
-	$(PY) -m pytest
+test: setup chromium
+	GPTOSS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check gptoss_magics tests benchmarks
@@ -34,4 +64,5 @@ bench: setup
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info test-artifacts
+	rm -rf $(VENV) build dist *.egg-info test-artifacts gptoss_magics/labextension \
+		labextension/lib labextension/node_modules labextension/tsconfig.tsbuildinfo

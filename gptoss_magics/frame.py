@@ -62,16 +62,30 @@ class ResultCache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:
+            # keep the damaged file for recovery, and carry on with a fresh cache
+            aside = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, aside + suffix)
+            warnings.warn(f"the result cache could not be read ({exc}); it was moved to "
+                          f"{aside} and a new one started", GptOssWarning, stacklevel=3)
+            self.db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-        os.chmod(self.path, 0o600)
-        self._lock = threading.Lock()
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, "
-                        "value TEXT NOT NULL, created REAL NOT NULL)")
-        self.db.commit()
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, "
+                   "value TEXT NOT NULL, created REAL NOT NULL)")
+        db.commit()
+        return db
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Cached values for those of ``keys`` that are present."""
@@ -163,8 +177,8 @@ class Constraint:
             if js.get("type") != "object" or not js.get("properties"):
                 raise ValueError("schema must describe an object with properties (one "
                                  "column per property)")
-            return cls("schema", schema=js, model=model,
-                       sampling_args={"json_schema": json.dumps(js, sort_keys=True)})
+            grammar = json.dumps(_bound_integers(js), sort_keys=True)
+            return cls("schema", schema=js, model=model, sampling_args={"json_schema": grammar})
         return cls("none")
 
     def read(self, final: str) -> Any:
@@ -210,6 +224,28 @@ class Constraint:
             else:
                 out[name] = "object"
         return out
+
+
+_SAFE_INT = 2**53 - 1
+
+
+def _bound_integers(schema: Any) -> Any:
+    """A copy of ``schema`` whose unbounded integers are limited to the JSON-safe range.
+
+    Without a bound the grammar lets a model that does not know how to close the number
+    write digits until max_tokens; with one, at most 16 digits fit.
+    """
+    if isinstance(schema, list):
+        return [_bound_integers(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bound_integers(v) for k, v in schema.items()}
+    if out.get("type") == "integer":
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -_SAFE_INT
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = _SAFE_INT
+    return out
 
 
 _JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": (int, float),

@@ -8,11 +8,14 @@ The kernel side of the status-bar item. Protocol (comm target ``gptoss-magics``)
 * Every change (load started, loaded, unloaded, a run finished, a default changed)
   sends one message to every open comm::
 
-      {"type": "status", "state": "none" | "loading" | "ready" | "dead",
+      {"type": "status", "engine": "none" | "loading" | "ready" | "dead",
        "model": str | None, "tiny": bool, "device": str | None,
        "last_tokens_per_s": float | None, "effort": "low" | "medium" | "high",
        "max_tokens": int, "temperature": float,
        "rss_bytes": int, "gpu_used_bytes": int | None}
+
+(The engine state is not called ``state``: nbclient takes any comm message with a
+``state`` key for an ipywidgets state update and fails on it.)
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def message(status: dict[str, Any] | None = None) -> dict[str, Any]:
     s = settings()
     return {
         "type": "status",
-        "state": st.get("state"),
+        "engine": st.get("state"),
         "model": st.get("model"),
         "tiny": bool(st.get("tiny")),
         "device": st.get("device"),

@@ -462,10 +462,17 @@ class StreamHandle:
         self.t0 = time.perf_counter()
         self.first_token_s: float | None = None
         self._reply: Reply | None = None
+        self._events: Generator[Any, None, None] | None = None
+
+    def close(self) -> None:
+        """Abort the request if it is still running (idempotent)."""
+        if self._events is not None:
+            self._events.close()
 
     def deltas(self) -> Generator[tuple[str | None, str], None, None]:
         """Yield text deltas as tokens arrive."""
-        for event in self.session.engine.stream(self.prompt_ids, self.sampling):
+        self._events = self.session.engine.stream(self.prompt_ids, self.sampling)
+        for event in self._events:
             if event.new_token_ids:
                 if self.first_token_s is None:
                     self.first_token_s = time.perf_counter() - self.t0
@@ -480,6 +487,8 @@ class StreamHandle:
 
         if self._reply is not None:
             return self._reply
+        if self.completion is None:
+            self.close()  # cut short: make sure the engine lets go of the request
 
         comp = self.completion or Completion(
             0, list(self.token_ids), "abort", len(self.prompt_ids),

@@ -23,6 +23,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 (_ROOT / "tmp").mkdir(parents=True, exist_ok=True)
 tempfile.tempdir = None  # re-read TMPDIR
 
+#: the model the shared engine runs (override with GPTOSS_TEST_MODEL, e.g. tiny-random)
+TEST_MODEL = os.environ.get("GPTOSS_TEST_MODEL", "tiny")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -46,7 +48,7 @@ def tiny_path() -> Path:
     """The embedded tiny model, built once for the session."""
     from gptoss_magics.tiny import build_tiny
 
-    return build_tiny("tiny")
+    return build_tiny(TEST_MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +57,7 @@ def engine(tiny_path: Path) -> Iterator[dict]:
     import gptoss_magics as gm
 
     if not gm.is_loaded():
-        gm.load("tiny")
+        gm.load(TEST_MODEL)
     yield gm.status()
     if gm.is_loaded():
         gm.unload()

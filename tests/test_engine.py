@@ -24,7 +24,7 @@ def test_round_trip_at_each_effort(engine: dict, effort: str) -> None:
     assert reply.prompt_tokens == len(sent)
     assert reply.completion_tokens == len(reply.token_ids) > 0
     assert reply.latency_s > 0 and reply.first_token_s is not None
-    assert reply.model == "tiny-random" and "not a language model" in (reply.notice or "")
+    assert reply.model == engine["model"] and "not a language model" in (reply.notice or "")
     # the parse of what came back is the harmony codec's
     parsed = H.parse_completion(reply.token_ids, reply.finish_reason)
     assert (reply.final, reply.analysis, reply.truncated) == (
@@ -75,11 +75,14 @@ def test_same_seed_same_answer(engine: dict) -> None:
 
 
 def test_stream_yields_text_before_the_reply(engine: dict) -> None:
-    pieces = list(gm.stream("Say something.", max_tokens=12))
+    pieces = list(gm.stream("What is 17 + 25?", max_tokens=200, temperature=0))
     *deltas, reply = pieces
     assert isinstance(reply, gm.Reply) and len(deltas) >= 2
-    assert "".join(text for _, text in deltas) == reply.final
-    assert reply.completion_tokens == 12
+    streamed = "".join(text for channel, text in deltas
+                       if channel not in ("analysis", "commentary"))
+    reasoning = "".join(text for channel, text in deltas if channel == "analysis")
+    assert streamed == reply.final and reasoning == reply.analysis
+    assert reply.completion_tokens == len(reply.token_ids)
 
 
 def test_closing_a_stream_aborts_and_the_engine_keeps_working(engine: dict) -> None:
@@ -113,7 +116,7 @@ def test_bad_arguments_raise_clear_errors(engine: dict) -> None:
 
 def test_status_describes_the_engine(engine: dict) -> None:
     st = gm.status()
-    assert st["state"] == "ready" and st["model"] == "tiny-random" and st["device"] == "cpu"
+    assert st["state"] == "ready" and st["model"] == engine["model"] and st["device"] == "cpu"
     assert st["weights_fingerprint"].startswith("sha256:")
     assert st["vllm"].startswith("vllm")
     assert st["tokens_generated"] > 0

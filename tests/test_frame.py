@@ -156,7 +156,7 @@ def _interrupt_when_saved(before: int, timeout: float = 120.0) -> None:
 
 def test_on_error_raise_names_the_row(engine: dict) -> None:
     df = pd.DataFrame({"text": ["short", "word " * 5000]}, index=["row-1", "row-7"])
-    with pytest.raises(RowError, match="row 'row-7' failed: .*max_model_len"):
+    with pytest.raises(RowError, match=r"row 'row-7' failed: .*max_model_len"):
         df.gptoss.map("Prompt {text}", max_tokens=2, on_error="raise", cache=False,
                       progress=False)
     marked = df.gptoss.map("Prompt {text}", max_tokens=2, cache=False, progress=False,
@@ -223,3 +223,91 @@ def test_engine_crash_loses_nothing_finished(engine: dict) -> None:
     out = df.gptoss.map(template, max_tokens=24, progress=False)
     summary = out.attrs["gptoss"]["summary"]
     assert 0 < summary["cached"] < n and summary["generated"] == n - summary["cached"]
+
+
+# ---------------------------------------------------------------------- typed outputs
+# These use what the embedded tiny model was trained on (sentiment from keywords).
+SENTIMENT = pd.DataFrame({
+    "text": ["the food was great", "the room was awful", "the train was on time today",
+             "a lovely and cheerful morning", "rude and boring service", "the city park",
+             None],
+    "truth": ["positive", "negative", "neutral", "positive", "negative", "neutral", None],
+}, index=[f"r{i}" for i in range(7)])
+
+
+def test_choices_label_a_small_frame_correctly(engine: dict) -> None:
+    if engine["model"] != "tiny":
+        pytest.skip("needs the trained tiny model")
+    out = SENTIMENT.gptoss.map("What is the sentiment of: {text}",
+                               choices=["positive", "negative", "neutral"], temperature=0,
+                               cache=False, progress=False)
+    assert isinstance(out.dtype, pd.CategoricalDtype)
+    assert list(out.cat.categories) == ["positive", "negative", "neutral"]
+    assert out.dropna().isin(["positive", "negative", "neutral"]).all()
+    assert pd.isna(out["r6"])
+    assert (out.dropna() == SENTIMENT["truth"].dropna()).all(), out
+
+
+def test_schema_gives_typed_columns(engine: dict) -> None:
+    if engine["model"] != "tiny":
+        pytest.skip("needs the trained tiny model")
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class Review(BaseModel):
+        sentiment: Literal["positive", "negative", "neutral"]
+        stars: int = Field(ge=1, le=5)
+
+    out = SENTIMENT.gptoss.map("What is the sentiment of: {text}", schema=Review,
+                               temperature=0, cache=False, progress=False)
+    assert list(out.columns) == ["sentiment", "stars", "truncated", "error"]
+    assert str(out["sentiment"].dtype) == "category" and str(out["stars"].dtype) == "Int64"
+    ok = out["error"].isna() & SENTIMENT["text"].notna()
+    assert ok.sum() >= 5, out
+    assert out.loc[ok, "stars"].between(1, 5).all()
+    assert out.loc[ok, "sentiment"].isin(["positive", "negative", "neutral"]).all()
+
+
+def test_schema_failure_is_retried_once_then_marked(engine: dict) -> None:
+    if engine["model"] != "tiny":
+        pytest.skip("needs the trained tiny model")
+    from typing import Literal
+
+    from pydantic import BaseModel, field_validator
+
+    class Picky(BaseModel):
+        sentiment: Literal["positive", "negative", "neutral"]
+
+        @field_validator("sentiment")
+        @classmethod
+        def never(cls, value: str) -> str:
+            raise ValueError("rejected by the validator")
+
+    df = SENTIMENT.iloc[:3]
+    out = df.gptoss.map("What is the sentiment of: {text}", schema=Picky, temperature=0,
+                        cache=False, progress=False)
+    assert out.attrs["gptoss"]["summary"]["retried"] == 3
+    assert out["error"].str.contains("rejected by the validator").all()
+    with pytest.raises(RowError, match="row 'r0' failed"):
+        df.gptoss.map("What is the sentiment of: {text}", schema=Picky, temperature=0,
+                      cache=False, progress=False, on_error="raise")
+
+
+def test_regex_constrains_the_final_answer_only(engine: dict) -> None:
+    if engine["model"] != "tiny":
+        pytest.skip("needs the trained tiny model")
+    df = pd.DataFrame({"a": [17, 40, 8], "b": [25, 2, 13]})
+    out = df.gptoss.map("What is {a} + {b}?", regex="[0-9]{1,3}", temperature=0,
+                        cache=False, progress=False, reasoning=True, effort="medium")
+    assert out["answer"].str.fullmatch("[0-9]{1,3}").all()
+    assert out["reasoning"].str.contains("Units").all()  # the reasoning stayed free
+    right = [int(x) == a + b for x, a, b in zip(out["answer"], df["a"], df["b"], strict=True)]
+    assert sum(right) >= 2, out  # a toy model: mostly right
+
+
+def test_progress_bar_counts_rows(engine: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    df = frame(5, seed=21)
+    df.gptoss.map("Progress {text}", max_tokens=3, cache=False)
+    err = capsys.readouterr().err
+    assert "5/5" in err and "row" in err and "tok/s" in err

@@ -44,3 +44,27 @@ def test_status_without_a_model(engine: dict) -> None:
     st = gm.status()
     assert st["state"] == "none" and st["model"] is None
     gm.load("tiny")
+
+
+def test_load_and_unload_magics(engine: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("gptoss_magics")
+    ip.run_line_magic("gptoss_unload", "")
+    assert "Unloaded" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="No model is loaded"):
+        ip.run_line_magic("gptoss_unload", "")
+    with pytest.raises(UsageError, match="No model is loaded"):
+        ip.run_cell_magic("gptoss", "", "hello")
+    # the configured default is not on this machine: say so, suggest tiny, load nothing
+    with pytest.raises(UsageError, match=r"openai/gpt-oss-20b is not on this machine.*tiny"):
+        ip.run_line_magic("gptoss_load", "")
+    assert not gm.is_loaded()
+    with pytest.raises(UsageError, match="No model folder"):
+        ip.run_line_magic("gptoss_load", "/no/such/folder")
+    st = ip.run_line_magic("gptoss_load", "tiny --max-model-len 2048")
+    assert st["state"] == "ready" and st["max_model_len"] == 2048
+    gm.unload()
+    gm.load("tiny")

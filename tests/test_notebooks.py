@@ -76,7 +76,8 @@ def test_dataframe_notebook() -> None:
     nb = run("dataframe")
     labels = text_of(outputs(nb, "df['label'] = "))
     assert "positive" in labels and "negative" in labels
-    assert "Int64" in text_of(outputs(nb, "sums.dtypes"))
+    dtypes = text_of(outputs(nb, "reviews.dtypes"))
+    assert "category" in dtypes and "Int64" in dtypes
     assert "True" in text_of(outputs(nb, "short = "))  # truncated rows are flagged
     summary = text_of(outputs(nb, "again = "))
     assert "'generated': 0" in summary

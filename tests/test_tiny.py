@@ -41,7 +41,7 @@ def test_tokenizer_matches_harmony(tiny_path: Path) -> None:
 
 def test_marker_says_it_is_a_toy(tiny_path: Path) -> None:
     info = tiny_info(tiny_path)
-    assert info is not None and info["kind"] == "tiny-random" and info["seed"] == 0
+    assert info is not None and info["kind"] in ("tiny", "tiny-random")
     assert "not a language model" in (tiny_path / "README.md").read_text()
     config = json.loads((tiny_path / "config.json").read_text())
     assert config["architectures"] == ["GptOssForCausalLM"] and config["head_dim"] >= 32

@@ -40,7 +40,9 @@ def quickstart() -> nbformat.NotebookNode:
                           "the output's metadata."),
         new_code_cell("{k: reply.provenance[k] for k in ('model', 'weights_fingerprint', "
                       "'vllm', 'effort', 'sampling')}"),
-        new_markdown_cell("## Multi-turn chat\n\nEarlier turns' reasoning is not sent again."),
+        new_markdown_cell("## Multi-turn chat\n\nEarlier turns' reasoning is not sent again. "
+                          "(The toy model was trained on single questions only, so history "
+                          "confuses it; gpt-oss uses it.)"),
         new_code_cell("%%gptoss --chat conv --effort low\nUppercase the word: river"),
         new_code_cell("%%gptoss --chat conv --effort low\nConvert to uppercase: garden"),
         new_code_cell("conv"),
@@ -78,12 +80,15 @@ def dataframe() -> nbformat.NotebookNode:
                       "choices=['positive', 'negative', 'neutral'], effort='low')\n"
                       "df[['text', 'label']]"),
         new_markdown_cell("**Typed extraction.** A pydantic model (or a JSON schema) gives one "
-                          "typed column per field."),
-        new_code_cell("from pydantic import BaseModel\n\nclass Sum(BaseModel):\n"
-                      "    total: int\n\n"
-                      "sums = df.gptoss.map('What is {a} + {b}?', schema=Sum, effort='low')\n"
-                      "sums.join(df[['a', 'b']])"),
-        new_code_cell("sums.dtypes"),
+                          "typed column per field (the toy model only knows how to fill in a "
+                          "sentiment; a real gpt-oss fills in issuers, amounts, dates...)."),
+        new_code_cell("from typing import Literal\nfrom pydantic import BaseModel, Field\n\n"
+                      "class Review(BaseModel):\n"
+                      "    sentiment: Literal['positive', 'negative', 'neutral']\n"
+                      "    stars: int = Field(ge=1, le=5)\n\n"
+                      "reviews = df.gptoss.map('What is the sentiment of: {text}', "
+                      "schema=Review, effort='low')\nreviews.join(df['text'])"),
+        new_code_cell("reviews.dtypes"),
         new_markdown_cell("**Reasoning as a column**, and flags for rows cut off by "
                           "`max_tokens` (a warning counts them)."),
         new_code_cell("df.gptoss.map('What is {a} + {b}?', effort='high', reasoning=True)"),
