@@ -57,7 +57,7 @@ test: setup chromium
 	GPTOSS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check gptoss_magics tests benchmarks
+	$(VENV)/bin/ruff check gptoss_magics tests benchmarks tools
 	$(VENV)/bin/mypy
 
 bench: setup

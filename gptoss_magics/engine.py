@@ -217,10 +217,13 @@ def _platform_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
 
 def _set_engine_environment(multiprocess: bool, offline: bool) -> None:
     # vLLM's own deprecation chatter would land in the user's cell output
+    import logging
     import warnings
 
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(vllm|torch)(\.|$)")
+    # "Triton not available" (the CPU build has none, and needs none)
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocess else "0"
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .reply import Reply
 from .settings import EFFORTS, settings
-from .tiny import TINY_ENGINE_ARGS, TINY_NOTICE, build_tiny, is_tiny, tiny_info
+from .tiny import TINY_ENGINE_ARGS, build_tiny, is_tiny, notice_for, tiny_info
 
 _LOCK = threading.RLock()
 _SESSION: Session | None = None
@@ -203,7 +203,7 @@ class Session:
     @property
     def notice(self) -> str | None:
         """A line every display of this model's output must carry, or None."""
-        return TINY_NOTICE if self.tiny else None
+        return notice_for(self.label) if self.tiny else None
 
     def provenance(self, options: Options, sampling: dict[str, Any]) -> dict[str, Any]:
         """How an answer from this session was made."""

@@ -1,14 +1,24 @@
-"""The embedded tiny gpt-oss: a test and demo model, not a language model.
+"""The embedded tiny gpt-oss models: test and demo models, not language models.
 
-``build_tiny()`` writes, once, into the cache folder a real ``GptOssForCausalLM``
-checkpoint (2 layers, hidden 64, 4 experts, top-2, head_dim 32) whose weights come
-from a fixed seed, plus the exact o200k_harmony tokenizer derived offline from
-the vocabulary embedded in the installed ``openai_harmony`` module. vLLM loads it
-on a laptop CPU in seconds, so every layer of this package can be exercised
-without a GPU, a download or real weights. Its answers are noise: everything that
-shows it says so.
+``build_tiny(name)`` writes, once, into the cache folder a real ``GptOssForCausalLM``
+checkpoint plus the exact o200k_harmony tokenizer derived offline from the vocabulary
+embedded in the installed ``openai_harmony`` module. vLLM loads either on a laptop
+CPU in seconds, so every layer of this package can be exercised without a GPU, a
+download or real weights. There are two:
 
-Same seed and same library versions give byte-identical files.
+* ``"tiny"``: a toy *trained* model (2 layers, hidden 128, 4 experts, top-2). It
+  answers in harmony form, an analysis message then a final one, reasons longer at
+  higher effort, and does three toy tasks (sentiment from keyword lists, upper-casing
+  a word, adding two numbers below 100; see :mod:`gptoss_magics.tiny_tasks`). It
+  ships as a compact artifact (``data/tiny-harmony.safetensors``, made by
+  ``tools/train_tiny.py``) holding only the embedding and unembedding rows of the
+  ~1,000 token ids it uses; building expands it into a full 201,088-row checkpoint
+  whose other rows are zero, so those ids never win.
+* ``"tiny-random"``: random weights from a fixed seed (2 layers, hidden 64); its
+  answers are noise.
+
+Everything that shows their output says what they are (:func:`notice_for`). The same
+inputs and library versions give byte-identical files.
 """
 
 from __future__ import annotations
@@ -22,11 +32,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-TINY_NAMES = {"tiny": "tiny-random", "tiny-random": "tiny-random"}
+#: Model names that ask for an embedded tiny model, and the kind each builds.
+TINY_NAMES = {"tiny": "tiny", "tiny-random": "tiny-random"}
 MARKER = "gptoss_magics_tiny.json"
+#: The notice for the random-weight model (``"tiny-random"``).
 TINY_NOTICE = (
     "embedded tiny test model: random weights, not a language model; its answers are noise"
 )
+#: The notice for the trained toy model (``"tiny"``).
+TRAINED_NOTICE = (
+    "embedded tiny demo model: trained only on three toy tasks (sentiment keywords, "
+    "uppercasing, adding small numbers), not a language model"
+)
+NOTICES = {"tiny": TRAINED_NOTICE, "tiny-random": TINY_NOTICE}
 
 VOCAB_SIZE = 201088
 N_RANKS = 199998  # o200k_base ordinary tokens 0..199997; 199998.. are special tokens
@@ -90,6 +108,13 @@ ARCH: dict[str, Any] = dict(
     tie_word_embeddings=False,
 )
 
+# The trained tiny model ("tiny"): wider than the random one so it can learn its tasks;
+# the sliding window is longer than any toy conversation.
+TRAINED_ARCH: dict[str, Any] = dict(ARCH, hidden_size=128, intermediate_size=128,
+                                    sliding_window=256)
+TRAINED_ARTIFACT = Path(__file__).resolve().parent / "data" / "tiny-harmony.safetensors"
+ARTIFACT_META_KEY = "gptoss_magics_tiny"
+
 # Engine arguments that suit the tiny model on a CPU; the user's own win.
 TINY_ENGINE_ARGS: dict[str, Any] = {
     "dtype": "bfloat16",
@@ -102,8 +127,14 @@ TINY_ENGINE_ARGS: dict[str, Any] = {
 
 
 def is_tiny(name: str) -> bool:
-    """True when ``name`` asks for the embedded tiny model."""
+    """True when ``name`` asks for an embedded tiny model."""
     return name in TINY_NAMES
+
+
+def notice_for(kind: str | None) -> str:
+    """The line every display of a tiny model's output must carry, by the ``kind`` in
+    its marker file (an unknown kind gets the most cautious notice)."""
+    return NOTICES.get(kind or "", TINY_NOTICE)
 
 
 def _versions() -> dict[str, str]:
@@ -118,17 +149,29 @@ def _versions() -> dict[str, str]:
 
 def build_tiny(name: str = "tiny", cache_dir: str | os.PathLike[str] | None = None, *,
                seed: int = 0, force: bool = False) -> Path:
-    """Build (once) the embedded tiny model and return its folder.
+    """Build (once) the embedded tiny model ``name`` and return its folder.
 
-    The folder lives in ``<cache_dir>/models/`` under a name that includes a digest
-    of the seed and the versions of the libraries that shape the files, so an
-    upgrade builds a fresh copy instead of reusing a stale one.
+    ``"tiny"`` expands the trained artifact shipped in the package; ``"tiny-random"``
+    draws random weights from ``seed`` (which ``"tiny"`` ignores: its marker records
+    the seed it was trained with). The folder lives in ``<cache_dir>/models/`` under a
+    name that includes a digest of what shapes the files (the artifact's sha256 or the
+    seed, and the library versions), so an upgrade builds a fresh copy instead of
+    reusing a stale one.
     """
     from .settings import settings
 
+    if name not in TINY_NAMES:
+        raise ValueError(f"unknown tiny model {name!r}: use one of {', '.join(TINY_NAMES)}")
     kind = TINY_NAMES[name]
     root = Path(cache_dir) if cache_dir is not None else settings().cache_path()
-    spec = {"kind": kind, "seed": seed, "arch": ARCH, "versions": _versions(), "format": 1}
+    spec: dict[str, Any]
+    if kind == "tiny-random":
+        spec = {"kind": kind, "seed": seed, "arch": ARCH, "versions": _versions(), "format": 1}
+    else:
+        artifact = read_artifact_meta()
+        spec = {"kind": kind, "seed": artifact["seed"], "steps": artifact["steps"],
+                "tasks": artifact["tasks"], "arch": artifact["arch"],
+                "artifact_sha256": artifact["sha256"], "versions": _versions(), "format": 2}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     target = root / "models" / f"{kind}-{digest}"
     if (target / MARKER).is_file() and not force:
@@ -137,12 +180,11 @@ def build_tiny(name: str = "tiny", cache_dir: str | os.PathLike[str] | None = No
     work = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
         write_tokenizer(work)
-        _write_random_weights(work, seed)
-        (work / "README.md").write_text(
-            f"# {kind}\n\nBuilt by gptoss_magics: {TINY_NOTICE}.\n"
-            "Real GptOss architecture and the exact o200k_harmony tokenizer, so vLLM runs it like"
-            " gpt-oss; use it to test plumbing, never for answers.\n"
-        )
+        if kind == "tiny-random":
+            _write_random_weights(work, seed)
+        else:
+            write_trained_weights(work)
+        (work / "README.md").write_text(_README[kind])
         (work / MARKER).write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
         if force and target.exists():
             shutil.rmtree(target)
@@ -155,6 +197,79 @@ def build_tiny(name: str = "tiny", cache_dir: str | os.PathLike[str] | None = No
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+_README = {
+    "tiny-random": (
+        f"# tiny-random\n\nBuilt by gptoss_magics: {TINY_NOTICE}.\n"
+        "Real GptOss architecture and the exact o200k_harmony tokenizer, so vLLM runs it like"
+        " gpt-oss; use it to test plumbing, never for answers.\n"
+    ),
+    "tiny": (
+        f"# tiny\n\nBuilt by gptoss_magics: {TRAINED_NOTICE}.\n\n"
+        "A toy trained model: real GptOss architecture (2 layers, hidden 128, 4 experts) and"
+        " the exact o200k_harmony tokenizer, trained on CPU by tools/train_tiny.py on synthetic"
+        " harmony transcripts of three toy tasks: the sentiment of a text from fixed keyword"
+        " lists (positive, negative or neutral), writing a known word in capital letters, and"
+        " adding two numbers from 0 to 99. It answers in harmony form (an analysis message,"
+        " then a final message) and reasons longer at higher effort. Anything else gets one of"
+        " those toy answers. Only the embedding and unembedding rows of the token ids it was"
+        " trained on are non-zero. Use it to demo and test the plumbing, never for answers.\n"
+    ),
+}
+
+
+def read_artifact_meta(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The metadata of the trained tiny artifact (architecture, seed, steps, tasks) and
+    its ``sha256``; reads the safetensors header only (no torch)."""
+    import struct
+
+    artifact = Path(path) if path is not None else TRAINED_ARTIFACT
+    try:
+        data = artifact.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the trained tiny model artifact {artifact} is missing from this installation; "
+            "reinstall gptoss-magics, run tools/train_tiny.py, or load 'tiny-random'"
+        ) from None
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + header_len])
+    meta: dict[str, Any] = json.loads(header["__metadata__"][ARTIFACT_META_KEY])
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    return meta
+
+
+def write_trained_weights(folder: str | os.PathLike[str],
+                          artifact: str | os.PathLike[str] | None = None) -> None:
+    """Expand the compact trained artifact into ``folder``: ``model.safetensors`` with
+    full 201,088-row embedding and lm_head matrices (rows of unused ids are zero),
+    ``config.json`` and ``generation_config.json``. Deterministic; takes about a second.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import GenerationConfig, GptOssConfig
+
+    path = Path(artifact) if artifact is not None else TRAINED_ARTIFACT
+    meta = read_artifact_meta(path)
+    if meta.get("format") != 1 or meta.get("vocab_size") != VOCAB_SIZE:
+        raise RuntimeError(f"{path} is not a tiny artifact this version can expand")
+    tensors = load_file(str(path))
+    used = tensors.pop("used_ids").long()
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        rows = tensors[key]
+        full = torch.zeros(VOCAB_SIZE, rows.shape[1], dtype=rows.dtype)
+        full[used] = rows
+        tensors[key] = full
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    arch = dict(meta["arch"], vocab_size=VOCAB_SIZE, bos_token_id=199998,
+                eos_token_id=200002, pad_token_id=199999)
+    config = GptOssConfig(**arch, architectures=["GptOssForCausalLM"], dtype="bfloat16")
+    config.save_pretrained(str(out))
+    GenerationConfig(
+        bos_token_id=199998, eos_token_id=[200002, 199999, 200012], pad_token_id=199999
+    ).save_pretrained(str(out))
 
 
 def _vocab_ranks() -> tuple[dict[bytes, int], list[str]]:
@@ -210,7 +325,9 @@ def write_tokenizer(folder: Path) -> None:
 def _write_random_weights(folder: Path, seed: int) -> None:
     import torch
     from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Writing model shards" would land in the cell
     torch.manual_seed(seed)
     config = GptOssConfig(**ARCH)
     model = GptOssForCausalLM(config).to(dtype=torch.bfloat16)  # type: ignore[call-arg]

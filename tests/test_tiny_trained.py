@@ -1,0 +1,187 @@
+"""The trained tiny gpt-oss ("tiny"): harmony form, effort, toy answers, a small and
+deterministic artifact.
+
+The engine tests send held-out prompts (never seen in training) through the real vLLM
+engine with greedy decoding, one batch per effort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gptoss_magics as gm
+from gptoss_magics import harmony as H
+from gptoss_magics import tiny_tasks as T
+from gptoss_magics.reply import Reply
+from gptoss_magics.settings import settings
+from gptoss_magics.tiny import (
+    TRAINED_ARTIFACT,
+    build_tiny,
+    notice_for,
+    read_artifact_meta,
+    tiny_info,
+    write_trained_weights,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+N_PER_TASK_EFFORT = 10
+Results = dict[str, list[tuple[T.Example, Reply]]]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _needs_trained(engine: dict) -> None:
+    if engine["model"] != "tiny":
+        pytest.skip(f"the shared engine runs {engine['model']}, not the trained tiny model")
+
+
+@pytest.fixture(scope="module")
+def replies(engine: dict) -> Iterator[Results]:
+    """Greedy replies to the held-out prompts, by effort (one engine batch per effort).
+
+    The date in the system message is pinned so that the prompts, hence the replies,
+    do not change from day to day (the model was trained with all sorts of dates)."""
+    _needs_trained(engine)
+    s = settings()
+    saved = s.current_date
+    s.current_date = "2026-03-29"
+    try:
+        examples = T.held_out(N_PER_TASK_EFFORT, seed=7)
+        out: Results = {}
+        for effort in T.EFFORTS:
+            batch = [ex for ex in examples if ex.effort == effort]
+            got = gm.complete_batch([ex.user for ex in batch], effort=effort,
+                                    temperature=0, max_tokens=160)
+            out[effort] = list(zip(batch, got, strict=True))
+    finally:
+        s.current_date = saved
+    yield out
+
+
+# ---------------------------------------------------------------- the engine
+@pytest.mark.engine
+def test_the_session_labels_it_tiny(engine: dict, tiny_path: Path) -> None:
+    _needs_trained(engine)
+    info = tiny_info(tiny_path)
+    assert info is not None and info["kind"] == "tiny"
+    assert info["artifact_sha256"] == read_artifact_meta()["sha256"]
+    assert engine["model"] == "tiny"
+    assert "toy tasks" in notice_for("tiny") and "not a language model" in notice_for("tiny")
+    assert "not a language model" in (tiny_path / "README.md").read_text()
+
+
+@pytest.mark.engine
+def test_answers_in_harmony_form(replies: Results) -> None:
+    every = [r for pairs in replies.values() for _, r in pairs]
+    good = [r for r in every
+            if r.analysis and r.final and r.finish_reason == "stop"
+            and not r.malformed and not r.truncated
+            and r.token_ids and r.token_ids[-1] == H.RETURN]
+    assert len(good) >= 0.95 * len(every), [r.to_dict() for r in every if r not in good][:3]
+
+
+@pytest.mark.engine
+def test_reasoning_grows_with_effort(replies: Results) -> None:
+    medians = {effort: statistics.median(r.analysis_tokens for _, r in pairs)
+               for effort, pairs in replies.items()}
+    assert medians["low"] < medians["medium"] < medians["high"], medians
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("task", T.TASKS)
+def test_toy_answers_are_correct(replies: Results, task: str) -> None:
+    pairs = [(ex, r) for group in replies.values() for ex, r in group if ex.task == task]
+    wrong = [(ex.user, ex.answer, r.final) for ex, r in pairs if not T.is_correct(ex, r.final)]
+    assert len(wrong) <= 0.1 * len(pairs), wrong
+
+
+# ---------------------------------------------------------------- the artifact
+def test_artifact_is_small_and_recorded() -> None:
+    data = TRAINED_ARTIFACT.read_bytes()
+    assert len(data) < 3 * 2**20
+    record = json.loads(TRAINED_ARTIFACT.with_suffix(".json").read_text())
+    assert record["artifact_sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["artifact_bytes"] == len(data)
+    meta = read_artifact_meta()
+    assert meta["steps"] == record["steps"] and meta["tasks"] == list(T.TASKS)
+
+
+def test_expansion_is_deterministic_and_fast(tmp_path: Path) -> None:
+    import torch
+    from safetensors import safe_open
+
+    write_trained_weights(tmp_path / "a")  # warm the imports
+    start = time.perf_counter()
+    write_trained_weights(tmp_path / "b")
+    assert time.perf_counter() - start < 5
+    a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
+    assert a == b
+    built = _digests(build_tiny("tiny"))  # the session's copy (cached)
+    assert {name: built[name] for name in a} == a
+    with safe_open(str(tmp_path / "a" / "model.safetensors"), "pt") as fh:
+        head = fh.get_tensor("lm_head.weight")
+    with safe_open(str(TRAINED_ARTIFACT), "pt") as fh:
+        used = fh.get_tensor("used_ids").long()
+    assert head.shape[0] == H.VOCAB_SIZE
+    nonzero = head.abs().sum(dim=1) != 0
+    assert nonzero.sum().item() <= len(used) and not nonzero[
+        torch.ones(H.VOCAB_SIZE, dtype=torch.bool).index_fill_(0, used, False)].any()
+
+
+@pytest.mark.slow
+def test_training_is_byte_deterministic(tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.safetensors"
+        subprocess.run([sys.executable, str(REPO / "tools" / "train_tiny.py"), "--steps", "3",
+                        "--log-every", "1", "--out", str(out)],
+                       check=True, capture_output=True, cwd=REPO, timeout=120)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert read_artifact_meta(tmp_path / "a.safetensors")["steps"] == 3
+
+
+# ---------------------------------------------------------------- the tasks
+def test_held_out_prompts_never_appear_in_training() -> None:
+    test = {ex.user for ex in T.held_out(30, seed=1) if ex.task != "sentiment"}
+    rng = random.Random(5)
+    train = [T.make_example(rng) for _ in range(3000)]
+    assert not test & {ex.user for ex in train if ex.task != "sentiment"}
+    texts = [ex.user.split(": ")[-1].split("? ")[-1] for ex in train if ex.task == "sentiment"]
+    assert not any(T.sentiment_is_held_out(t) for t in texts)
+
+
+def test_examples_have_checkable_answers() -> None:
+    examples = T.held_out(4, seed=3)
+    assert len(examples) == 4 * len(T.TASKS) * len(T.EFFORTS)
+    for ex in examples:
+        assert T.is_correct(ex, ex.final) and T.is_correct(ex, f" {ex.answer}.\n")
+        ids = T.completion_ids(ex)
+        assert ids[-1] == H.RETURN and H.parse_completion(ids).final == ex.final
+        if ex.task == "add":
+            a, b = (int(n) for n in re.findall(r"\d+", ex.user))
+            assert int(ex.answer) == a + b
+            assert ex.effort == "low" or f"{a} + {b}" in ex.analysis
+        elif ex.task == "upper":
+            assert ex.answer == ex.answer.upper() and ex.answer.lower() in ex.user
+        else:
+            assert ex.answer in ("positive", "negative", "neutral")
+    lengths = {e: statistics.median(len(ex.analysis) for ex in examples if ex.effort == e)
+               for e in T.EFFORTS}
+    assert lengths["low"] < lengths["medium"] < lengths["high"]
+    with pytest.raises(ValueError):
+        T.make_example(random.Random(0), "validation")
