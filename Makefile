@@ -61,7 +61,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --write-readme
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts gptoss_magics/labextension \

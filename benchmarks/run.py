@@ -16,7 +16,7 @@ Also: import and %load_ext time, load time, RSS before/loaded/after unload, the
 %%gptoss time to first visible token against the engine's own time to first token,
 and a cache-hit rerun of the map.
 
-Usage: python benchmarks/run.py [--rows 256] [--max-tokens 32] [--repeats 3]
+Usage: python benchmarks/run.py [--rows 512] [--max-tokens 32] [--repeats 3]
                                 [--no-server] [--write-readme]
 """
 
@@ -100,6 +100,17 @@ def texts(n: int) -> list[str]:
             f" (review {i})" for i in range(n)]
 
 
+def raw_inputs(ids: list[list[int]], max_tokens: int) -> tuple[Any, list[Any]]:
+    """What a hand-written vLLM program sends: the same sampling as gptoss-magics."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    sp = SamplingParams(max_tokens=max_tokens, temperature=0, seed=0,
+                        stop_token_ids=[200002, 200012], skip_special_tokens=False,
+                        detokenize=False)
+    return sp, [TokensPrompt(prompt_token_ids=i) for i in ids]
+
+
 # ---------------------------------------------------------------------- server route
 def free_port() -> int:
     with socket.socket() as s:
@@ -179,7 +190,7 @@ def main() -> int:
     ap.add_argument("--model", default="tiny-random",
                     help="tiny-random (default: every reply runs to max_tokens, so every "
                          "route generates the same number of tokens), tiny, or a folder")
-    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop-rows", type=int, default=32)
@@ -192,7 +203,8 @@ def main() -> int:
     os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
     tempfile.tempdir = None
 
-    report: dict[str, Any] = {"machine": machine(), "config": vars(args)}
+    report: dict[str, Any] = {"machine": machine(), "config": vars(args),
+                              "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]])}
     log("import / %load_ext time")
     report["import_s"] = timed_subprocess(IMPORT_CODE)
     report["load_ext_s"] = timed_subprocess(LOAD_EXT_CODE)
@@ -220,30 +232,19 @@ def main() -> int:
 
     def raw_batch() -> tuple[float, int]:
         def fn(llm: Any) -> tuple[float, int]:
-            from vllm import SamplingParams
-            from vllm.inputs import TokensPrompt
-
-            sp = SamplingParams(max_tokens=m, temperature=0, seed=0,
-                                stop_token_ids=[200002, 200012], skip_special_tokens=False,
-                                detokenize=False)
+            sp, prompts = raw_inputs(ids, m)
             t = time.perf_counter()
-            outs = llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], sp,
-                                use_tqdm=False)
+            outs = llm.generate(prompts, sp, use_tqdm=False)
             return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
         return engine.call(fn)  # type: ignore[no-any-return]
 
     def raw_loop() -> tuple[float, int]:
         def fn(llm: Any) -> tuple[float, int]:
-            from vllm import SamplingParams
-            from vllm.inputs import TokensPrompt
-
-            sp = SamplingParams(max_tokens=m, temperature=0, seed=0,
-                                stop_token_ids=[200002, 200012], skip_special_tokens=False,
-                                detokenize=False)
+            sp, prompts = raw_inputs(ids[:args.loop_rows], m)
             t = time.perf_counter()
             n = 0
-            for i in ids[:args.loop_rows]:
-                out = llm.generate([TokensPrompt(prompt_token_ids=i)], sp, use_tqdm=False)
+            for prompt in prompts:
+                out = llm.generate([prompt], sp, use_tqdm=False)
                 n += len(out[0].outputs[0].token_ids)
             return time.perf_counter() - t, n
         return engine.call(fn)  # type: ignore[no-any-return]
@@ -395,6 +396,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Model {report['config']['model']}, {report['config']['rows']} rows, max_tokens "
         f"{report['config']['max_tokens']}, greedy, medians of {report['config']['repeats']} "
         "interleaved repeats after a warm-up.",
+        f"Command: `{report.get('command', 'python benchmarks/run.py')}`.",
         "",
         "| route | rows/s | tokens/s | vs raw vLLM batch |",
         "|---|---|---|---|",

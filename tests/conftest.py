@@ -64,6 +64,23 @@ def engine(tiny_path: Path) -> Iterator[dict]:
 
 
 @pytest.fixture
+def count_requests(engine: dict, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Number of prompts in each engine submission made during the test."""
+    from gptoss_magics.session import current
+
+    eng = current().engine
+    calls: list[int] = []
+    original = eng.submit
+
+    def submit(prompts, sampling, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(prompts))
+        return original(prompts, sampling, **kw)
+
+    monkeypatch.setattr(eng, "submit", submit)
+    return calls
+
+
+@pytest.fixture
 def fresh_settings() -> Iterator[object]:
     """The settings singleton, restored to its values after the test."""
     from gptoss_magics.settings import settings

@@ -44,18 +44,9 @@ def test_batch_returns_replies_in_prompt_order(engine: dict) -> None:
         assert alone.token_ids == replies[i].token_ids
 
 
-def test_batch_is_one_engine_submission(engine: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    eng = current().engine
-    calls: list[int] = []
-    original = eng.submit
-
-    def counting_submit(prompts, sampling, **kw):  # type: ignore[no-untyped-def]
-        calls.append(len(prompts))
-        return original(prompts, sampling, **kw)
-
-    monkeypatch.setattr(eng, "submit", counting_submit)
+def test_batch_is_one_engine_submission(engine: dict, count_requests: list[int]) -> None:
     gm.complete_batch([f"p{i}" for i in range(10)], max_tokens=2)
-    assert calls == [10]
+    assert count_requests == [10]
 
 
 def test_max_tokens_3_truncates_without_error(engine: dict) -> None:

@@ -21,21 +21,6 @@ from gptoss_magics.settings import settings
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture
-def count_requests(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Number of prompts in each engine submission made during the test."""
-    eng = current().engine
-    calls: list[int] = []
-    original = eng.submit
-
-    def submit(prompts, sampling, **kw):  # type: ignore[no-untyped-def]
-        calls.append(len(prompts))
-        return original(prompts, sampling, **kw)
-
-    monkeypatch.setattr(eng, "submit", submit)
-    return calls
-
-
 def frame(n: int, seed: int = 0, start: int = 100) -> pd.DataFrame:
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
     texts = [f"{words[i % 8]} {words[(i * 3 + seed) % 8]} row {i}" for i in range(n)]
