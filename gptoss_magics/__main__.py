@@ -25,18 +25,33 @@ def demo(model: str) -> int:
     if st.get("notice"):
         print(f"NOTE: {st['notice']}")
     for effort in ("low", "medium", "high"):
-        reply = gm.complete("What is 17 + 25?", effort=effort, max_tokens=48)
-        print(f"\n== effort={effort}\n{display.to_text(reply)}")
-    prompts = [f"Classify the sentiment of review #{i}." for i in range(32)]
+        reply = gm.complete("What is 17 + 25?", effort=effort, max_tokens=256, temperature=0)
+        print(f"\n== effort={effort} (reasoning shown)\n"
+              f"{display.to_text(reply, show_reasoning=True)}")
+
+    import pandas as pd
+
+    good = ["great", "lovely", "wonderful", "cheerful"]
+    bad = ["awful", "rude", "boring", "broken"]
+    texts = [f"the {thing} was {word}" for thing in ("food", "room", "train", "show")
+             for word in good + bad] + ["the city park"] * 4
+    frame = pd.DataFrame({"text": texts})
     t0 = time.perf_counter()
-    replies = gm.complete_batch(prompts, effort="low", max_tokens=32)
+    labels = frame.gptoss.map("What is the sentiment of: {text}", effort="low",
+                              choices=["positive", "negative", "neutral"], temperature=0,
+                              cache=False, progress=False)
     wall = time.perf_counter() - t0
-    tokens = sum(r.completion_tokens for r in replies)
-    print(f"\n== batch: {len(replies)} prompts in one engine call, {tokens} tokens in "
-          f"{wall:.2f} s ({tokens / wall:,.0f} tok/s)")
-    print("\n== streaming: ", end="", flush=True)
-    for piece in gm.stream("Tell me a story.", max_tokens=24):
+    s = labels.attrs["gptoss"]["summary"]
+    print(f"\n== df.gptoss.map: {s['rows']} rows ({s['unique_prompts']} distinct prompts) "
+          f"in one engine batch, {s['completion_tokens']} tokens in {wall:.2f} s")
+    print(pd.DataFrame({"text": texts, "label": labels}).iloc[[0, 4, 9, 13, 32]].to_string())
+    print("\n== streaming:", end="", flush=True)
+    channel = None
+    for piece in gm.stream("Uppercase the word: river", max_tokens=128, temperature=0):
         if isinstance(piece, tuple):
+            if piece[0] != channel:
+                channel = piece[0]
+                print(f"\n[{channel or 'text'}] ", end="")
             print(piece[1], end="", flush=True)
     mem = gm.unload()
     print(f"\n\n== unload: RSS before load {_mb(mem['rss_before_load'])}, loaded "

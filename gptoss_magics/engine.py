@@ -227,7 +227,7 @@ def _set_engine_environment(multiprocess: bool, offline: bool) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocess else "0"
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # errors still raise; set it to see more
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"

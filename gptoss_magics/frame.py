@@ -77,8 +77,12 @@ class ResultCache:
             self.db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
+        # Create the file readable by the user only (SQLite gives its -wal and -shm files
+        # the same mode). Never open and close an existing database file ourselves: closing
+        # any descriptor of it drops the POSIX locks that this process's SQLite connections
+        # hold on it, which can corrupt the database.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
