@@ -11,13 +11,14 @@ everything this package raises on purpose::
     ├── EngineDeadError          the engine stopped while running
     ├── ModelNotFoundError       no local weights for the requested model
     ├── MissingDependencyError   vLLM (or another optional package) is not installed
-    ├── GenerationAborted        a request was interrupted; keeps the partial output
-    └── TemplateError            a prompt template names something that does not exist
+    ├── TemplateError            a prompt template names something that does not exist
+    └── frame.RowError           a DataFrame row failed, with map(..., on_error="raise")
+
+Rows cut off by max_tokens, or that failed under on_error="mark", are reported with one
+``frame.GptOssWarning`` per map instead.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 
 class GptOssError(Exception):
@@ -52,14 +53,6 @@ class ModelNotFoundError(GptOssError):
 
 class MissingDependencyError(GptOssError):
     """Raised when an optional dependency such as vLLM is not installed."""
-
-
-class GenerationAborted(GptOssError):
-    """Raised when a request was interrupted; ``partial`` holds what was produced."""
-
-    def __init__(self, message: str, partial: Any = None) -> None:
-        super().__init__(message)
-        self.partial = partial
 
 
 class TemplateError(GptOssError, KeyError):

@@ -34,8 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import template
-from . import template as template_module
+from . import template as tmpl
 from .errors import EngineDeadError, GptOssError, TemplateError
 from .session import Options, Session, current
 
@@ -310,11 +309,11 @@ class RowMapper:
             raise TypeError("the template must be a string such as 'Summarise: {text}'")
         self.frame = frame
         self.template = template_text
-        self.fields = template.fields(template_text)
+        self.fields = tmpl.fields(template_text)
         missing = [f for f in self.fields if f not in frame.columns]
         if missing:
             cols = ", ".join(repr(c) for c in frame.columns)
-            near = template.missing_message(missing[0], [str(c) for c in frame.columns],
+            near = tmpl.missing_message(missing[0], [str(c) for c in frame.columns],
                                             "column")
             raise TemplateError(f"{near} The columns are: {cols}.")
         if not self.fields:
@@ -340,7 +339,7 @@ class RowMapper:
             if any(_is_missing(v) for v in row.values()):
                 out.append(None)
                 continue
-            out.append(template.render(self.template, template.namespace_lookup(row)))
+            out.append(tmpl.render(self.template, tmpl.namespace_lookup(row)))
         return out
 
     def key(self, prompt_ids: Sequence[int], sampling: Any) -> str:
@@ -644,7 +643,7 @@ class SeriesAccessor:
         if not isinstance(template, str):
             raise TypeError("the template must be a string such as 'Summarise: {}'")
         rebuilt = []
-        for literal, fld, spec, conv in template_module.parse(template):
+        for literal, fld, spec, conv in tmpl.parse(template):
             rebuilt.append(literal.replace("{", "{{").replace("}", "}}"))
             if fld is not None:
                 name = "value" if fld == "" else fld

@@ -46,6 +46,7 @@ class EffortPanel(w.VBox):
         self.status = w.HTML(value="")
         self.reply: Any = None
         self.runs = 0
+        self.cancelled = 0
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._handle: session.StreamHandle | None = None
@@ -113,6 +114,7 @@ class EffortPanel(w.VBox):
             stream.close()  # aborts the request when cancelled
         reply = handle.reply()
         if cancel.is_set():
+            self.cancelled += 1
             return
         self.reply = reply
         self.runs += 1
