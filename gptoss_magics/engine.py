@@ -264,6 +264,7 @@ class Engine:
         self._jobs: dict[str, tuple[Job, int]] = {}  # request id -> (job, index)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._cancel_load = threading.Event()
         self._load_error: BaseException | None = None
         self._dead: str | None = None
         self._closed = False
@@ -292,8 +293,18 @@ class Engine:
             name="gptoss-engine", daemon=True,
         )
         self._thread.start()
-        while not self._ready.wait(0.1):
-            pass
+        try:
+            while not self._ready.wait(0.1):
+                pass
+        except KeyboardInterrupt:
+            # vLLM cannot be stopped half-way through starting: let it finish on its
+            # thread, then shut it down there, so that nothing stays allocated.
+            self._cancel_load.set()
+            if self._ready.is_set():
+                self.close()
+            raise KeyboardInterrupt(
+                "loading interrupted: the half-started engine is shut down in the "
+                "background and its memory released; load again when ready") from None
         if self._load_error is not None:
             err = self._load_error
             self._thread.join(timeout=60)
@@ -416,6 +427,11 @@ class Engine:
                 args.setdefault("seed", 0)
                 self._llm = LLM(model=model, **args)
             self.info = self._describe(model, multiprocess, time.perf_counter() - t0)
+            if self._cancel_load.is_set():  # the caller gave up while vLLM was starting
+                self._closed = True
+                self._shutdown()
+                self._ready.set()
+                return
         except BaseException as exc:  # reported to the caller of start()
             self._load_error = exc
             self._llm = None

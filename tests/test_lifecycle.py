@@ -68,3 +68,22 @@ def test_load_and_unload_magics(engine: dict, capsys: pytest.CaptureFixture[str]
     assert st["state"] == "ready" and st["max_model_len"] == 2048
     gm.unload()
     gm.load("tiny")
+
+
+def test_interrupted_load_leaves_nothing_running(engine: dict) -> None:
+    import _thread
+    import threading
+    import time
+
+    gm.unload()
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt, match="loading interrupted"):
+        gm.load("tiny")
+    assert not gm.is_loaded() and gm.status()["state"] == "none"
+    deadline = time.monotonic() + 120
+    while any(t.name == "gptoss-engine" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the half-started engine was not shut down"
+        time.sleep(0.2)
+    gm.load("tiny")
+    assert gm.complete("What is 2 + 2?", max_tokens=64, temperature=0).completion_tokens > 0
