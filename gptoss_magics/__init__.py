@@ -61,6 +61,7 @@ __all__ = [
     "is_loaded",
     "last_result",
     "load",
+    "reproduce",
     "settings",
     "status",
     "stream",
@@ -75,6 +76,14 @@ def compare_efforts(source: Any, template: str | None = None, **kwargs: Any) -> 
     from .sweep import compare_efforts as run
 
     return run(source, template, **kwargs)
+
+
+def reproduce(reply: Any) -> Any:
+    """Re-run a saved answer with the settings in its provenance and say whether it came
+    out identical. See :func:`gptoss_magics.audit.reproduce`."""
+    from .audit import reproduce as run
+
+    return run(reply)
 
 
 def effort_panel(prompt: str | None = None, **kwargs: Any) -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import audit
 from . import template as tmpl
 from .errors import EngineDeadError, GptOssError, TemplateError
 from .session import Options, Session, current
@@ -328,6 +329,7 @@ class RowMapper:
         self.progress = progress
         self.session = session or current()
         self.summary = MapSummary(rows=len(frame))
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self):x}"
 
     # ------------------------------------------------------------------ steps
     def prompts(self) -> list[str | None]:
@@ -376,6 +378,8 @@ class RowMapper:
         self.summary.seconds = round(time.perf_counter() - t0, 3)
         result = self.assemble(prompts, unique, keys, results)
         _LAST["result"] = result
+        audit.write({"kind": "map", "run": self.run_id, "interrupted": interrupted is not None,
+                     **result.attrs["gptoss"]})
         if interrupted is not None:
             done = sum(1 for k in keys if k in results)
             note = (f"{done} of {len(unique)} distinct prompts are finished and saved; "
@@ -401,6 +405,7 @@ class RowMapper:
         for p in prompts:
             if p is not None:
                 rows_per_prompt[p] = rows_per_prompt.get(p, 0) + 1
+        auditing = audit.log_path() is not None
         bar = self._bar(len(self.frame), len(self.frame) - sum(
             rows_per_prompt[unique[i]] for i in todo))
         tokens = [0]
@@ -411,6 +416,9 @@ class RowMapper:
             results[keys[index]] = res
             if store is not None and res.finish_reason != "abort":
                 store.put(keys[index], res.to_json())
+            if auditing:
+                audit.write({"kind": "map_row", "run": self.run_id, "key": keys[index],
+                             "prompt": unique[index], **res.to_json()})
             tokens[0] += res.completion_tokens
             if bar is not None:
                 bar.update(rows_per_prompt[unique[index]])

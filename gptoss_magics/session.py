@@ -360,14 +360,19 @@ def status() -> dict[str, Any]:
 # ---------------------------------------------------------------------- prompting
 def make_reply(session: Session, options: Options, sampling: Any, completion: Any,
                parsed: harmony.Parsed | None = None,
-               prompt_ids: Sequence[int] | None = None, prompt: str = "") -> Reply:
-    """Build the Reply for one engine Completion."""
+               prompt_ids: Sequence[int] | None = None, prompt: str = "",
+               history: Sequence[harmony.Turn] = (), audit: bool = True) -> Reply:
+    """Build the Reply for one engine Completion (and append it to the audit log)."""
+    from . import audit as audit_log
+
     parsed = parsed or harmony.parse_completion(completion.token_ids, completion.finish_reason)
     provenance = session.provenance(options, sampling.as_dict())
     if prompt_ids is not None:
         provenance["prompt_sha256"] = hashlib.sha256(
             json.dumps(list(prompt_ids)).encode()).hexdigest()
-    return Reply(
+    if history:
+        provenance["history"] = [[t.user, t.final] for t in history]
+    reply = Reply(
         final=parsed.final,
         analysis=parsed.analysis,
         finish_reason=completion.finish_reason,
@@ -388,6 +393,9 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
         token_ids=tuple(completion.token_ids),
         provenance=provenance,
     )
+    if audit:
+        audit_log.log_reply(reply)
+    return reply
 
 
 def complete(prompt: str, *, effort: str | None = None, max_tokens: int | None = None,
@@ -416,7 +424,8 @@ def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
     sampling = options.sampling()
     ids = [options.render(p, history) for p in prompts]
     completions = session.engine.generate(ids, sampling)
-    replies = [make_reply(session, options, sampling, c, prompt_ids=p, prompt=text)
+    replies = [make_reply(session, options, sampling, c, prompt_ids=p, prompt=text,
+                          history=history)
                for c, p, text in zip(completions, ids, prompts, strict=True)]
     _record_speed(session, replies)
     return replies
@@ -455,6 +464,7 @@ class StreamHandle:
                                        instructions)
         self.sampling = self.options.sampling()
         self.prompt = prompt
+        self.history = tuple(history)
         self.prompt_ids = self.options.render(prompt, history)
         self.decoder = harmony.StreamDecoder()
         self.token_ids: list[int] = []
@@ -496,7 +506,7 @@ class StreamHandle:
         comp.token_ids = list(self.token_ids)
         parsed = self.decoder.finish(comp.finish_reason)
         reply = make_reply(self.session, self.options, self.sampling, comp, parsed,
-                           self.prompt_ids, self.prompt)
+                           self.prompt_ids, self.prompt, self.history)
         self._reply = reply
         _record_speed(self.session, [reply])
         return reply

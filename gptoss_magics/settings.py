@@ -104,6 +104,12 @@ class GptOssSettings(SingletonConfigurable):
         $GPTOSS_MAGICS_CACHE, else $XDG_CACHE_HOME/gptoss-magics, else ~/.cache/gptoss-magics.""",
     ).tag(config=True)
 
+    audit_log = Unicode(
+        "",
+        help="""Path of an append-only JSON-lines audit log: every reply and every generated
+        DataFrame row with its prompt, answer, reasoning and provenance. Empty: off.""",
+    ).tag(config=True)
+
     offline = Bool(
         True,
         help="""Keep Hugging Face libraries offline (HF_HUB_OFFLINE=1) so that nothing is
