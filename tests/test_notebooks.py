@@ -89,3 +89,4 @@ def test_effort_notebook() -> None:
         "medium" in text_of(outputs(nb, "panel.wait()"))
     table = text_of(outputs(nb, "sweep.table["))
     assert "accuracy" in table
+    assert "reasoning grows with effort: True" in text_of(outputs(nb, "reasoning grows"))

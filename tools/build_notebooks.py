@@ -122,6 +122,8 @@ def effort() -> nbformat.NotebookNode:
             "sweep = gm.compare_efforts(rows, 'What is {a} + {b}?', expected='expected')\n"
             "sweep"),
         new_code_cell("sweep.table[['median reasoning tokens', 'accuracy']]"),
+        new_code_cell("print('reasoning grows with effort:',\n"
+                      "      sweep.table['median reasoning tokens'].is_monotonic_increasing)"),
         new_code_cell("gm.unload()"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                 "language": "python"}})
