@@ -37,6 +37,7 @@ from .tiny import TINY_ENGINE_ARGS, build_tiny, is_tiny, notice_for, tiny_info
 
 _LOCK = threading.RLock()
 _SESSION: Session | None = None
+_SESSION_LOADING = threading.Event()  # set while load() waits for vLLM
 _LISTENERS: list[Callable[[dict[str, Any]], None]] = []
 
 
@@ -292,9 +293,6 @@ def load(model: str | None = None, **engine_args: Any) -> dict[str, Any]:
         _SESSION = Session(engine, label, path, tiny, fingerprint, before, MemoryReport.now())
     _notify()
     return status()
-
-
-_SESSION_LOADING = threading.Event()
 
 
 def unload() -> dict[str, Any]:
