@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import html
-import json
 import re
 import sys
 import time
@@ -379,9 +378,9 @@ class GptOssMagics(Magics):
             shell.set_next_input(_strip_fences(reply.final), replace=False)
         elif args.format == "json" and reply.final:
             try:
-                json.loads(_strip_fences(reply.final))
+                reply.json()
             except ValueError as exc:
-                print(f"warning: the answer is not valid JSON ({exc}); it is kept as text",
+                print(f"warning: {exc}; it is kept as text (reply.json() parses it)",
                       file=sys.stderr)
 
 

@@ -68,6 +68,21 @@ class Reply:
     def __str__(self) -> str:
         return self.final
 
+    def json(self) -> Any:
+        """The answer parsed as JSON (a surrounding ``` code fence is allowed).
+
+        Raises ValueError, saying why, when the answer is not valid JSON.
+        """
+        import json
+        import re
+
+        match = re.search(r"```[\w+-]*\n(.*?)```", self.final, re.S)
+        text = (match.group(1) if match else self.final).strip()
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"the answer is not valid JSON ({exc})") from None
+
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain data (JSON-serialisable)."""
         out = asdict(self)

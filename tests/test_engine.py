@@ -124,3 +124,13 @@ def test_reply_displays_in_every_format(engine: dict) -> None:
     assert meta["gptoss"]["completion_tokens"] == 5
     only_plain, _ = reply._repr_mimebundle_(include=["text/plain"])
     assert set(only_plain) == {"text/plain"}
+
+
+def test_reply_json_parses_fenced_or_plain_answers(engine: dict) -> None:
+    from dataclasses import replace
+
+    reply = gm.complete("What is 17 + 25?", max_tokens=200, temperature=0)
+    assert replace(reply, final='```json\n{"a": 1}\n```').json() == {"a": 1}
+    assert replace(reply, final="[1, 2]").json() == [1, 2]
+    with pytest.raises(ValueError, match="not valid JSON"):
+        replace(reply, final="RIVER").json()
