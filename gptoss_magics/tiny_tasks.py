@@ -265,10 +265,32 @@ def sample_current_date(rng: random.Random) -> str | None:
     return _dt.date.fromordinal(rng.randint(_FIRST_DAY, _LAST_DAY)).isoformat()
 
 
-def prompt_ids(example: Example, current_date: str | None = None) -> list[int]:
+#: developer instructions the model learns to live with (it answers its task regardless)
+INSTRUCTIONS: tuple[str, ...] = (
+    "Be brief.", "Answer in one word.", "Answer tersely.", "Be concise and precise.",
+    "You are a careful analyst.", "Reply with the answer only.",
+)
+
+
+def sample_context(rng: random.Random) -> tuple[tuple[harmony.Turn, ...], str | None]:
+    """Earlier chat turns (one time in four, one or two finished turns of the tasks) and
+    developer instructions (one time in five) for a training prompt, so that the model
+    answers the last question of a chat and ignores instructions it cannot follow."""
+    history: tuple[harmony.Turn, ...] = ()
+    if rng.random() < 0.25:
+        turns = [make_example(rng, "train") for _ in range(rng.randint(1, 2))]
+        history = tuple(harmony.Turn(t.user, t.final) for t in turns)
+    instructions = rng.choice(INSTRUCTIONS) if rng.random() < 0.2 else None
+    return history, instructions
+
+
+def prompt_ids(example: Example, current_date: str | None = None,
+               history: tuple[harmony.Turn, ...] = (),
+               instructions: str | None = None) -> list[int]:
     """The prompt token ids for ``example``, rendered as the session renders prompts."""
     return harmony.render_prompt(example.user, effort=example.effort,
-                                 current_date=current_date)
+                                 current_date=current_date, history=history,
+                                 instructions=instructions)
 
 
 def completion_text(analysis: str, final: str) -> str:

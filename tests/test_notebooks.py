@@ -65,7 +65,8 @@ def test_quickstart() -> None:
     assert prov["effort"] == "high" and prov["weights_fingerprint"].startswith("sha256:")
     assert "'42'" in text_of(outputs(nb, "print(repr(reply.final)"))
     assert "RIVER" in text_of(outputs(nb, "Uppercase the word: river"))
-    assert "2 turn(s)" in text_of(outputs(nb, "conv", exact=True))
+    chat = text_of(outputs(nb, "conv", exact=True))
+    assert "2 turn(s)" in chat and "'RIVER'" in chat and "'GARDEN'" in chat
     labels = text_of(outputs(nb, "%gptoss_map reviews"))
     for word in ("positive", "negative", "neutral"):
         assert word in labels

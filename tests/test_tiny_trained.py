@@ -185,3 +185,22 @@ def test_examples_have_checkable_answers() -> None:
     assert lengths["low"] < lengths["medium"] < lengths["high"]
     with pytest.raises(ValueError):
         T.make_example(random.Random(0), "validation")
+
+
+# ---------------------------------------------------------------- chat and instructions
+@pytest.mark.engine
+@pytest.mark.parametrize("context", ["history", "instructions"])
+def test_answers_the_last_question_of_a_chat_and_lives_with_instructions(
+        engine: dict, context: str) -> None:
+    _needs_trained(engine)
+    examples = [ex for ex in T.held_out(4, seed=11) if ex.effort == "medium"]
+    history = [gm.Turn("Uppercase the word: river", "RIVER"),
+               gm.Turn("What is 12 + 30?", "42")] if context == "history" else []
+    instructions = "Be brief." if context == "instructions" else None
+    got = gm.complete_batch([ex.user for ex in examples], effort="medium", temperature=0,
+                            max_tokens=160, history=history, instructions=instructions)
+    formed = [r for r in got if r.analysis and r.final and r.finish_reason == "stop"]
+    right = [ex for ex, r in zip(examples, got, strict=True) if T.is_correct(ex, r.final)]
+    assert len(formed) >= 0.9 * len(got)
+    assert len(right) >= 0.85 * len(examples), [(ex.user, r.final) for ex, r in
+                                                zip(examples, got, strict=True)]

@@ -40,9 +40,7 @@ def quickstart() -> nbformat.NotebookNode:
                           "the output's metadata."),
         new_code_cell("{k: reply.provenance[k] for k in ('model', 'weights_fingerprint', "
                       "'vllm', 'effort', 'sampling')}"),
-        new_markdown_cell("## Multi-turn chat\n\nEarlier turns' reasoning is not sent again. "
-                          "(The toy model was trained on single questions only, so history "
-                          "confuses it; gpt-oss uses it.)"),
+        new_markdown_cell("## Multi-turn chat\n\nEarlier turns' reasoning is not sent again."),
         new_code_cell("%%gptoss --chat conv --effort low\nUppercase the word: river"),
         new_code_cell("%%gptoss --chat conv --effort low\nConvert to uppercase: garden"),
         new_code_cell("conv"),

@@ -87,7 +87,9 @@ def build_data(hyper: Hyper) -> tuple[list[tuple[list[int], list[int]]], list[in
     seqs = []
     for _ in range(hyper.steps * hyper.batch):
         example = tiny_tasks.make_example(rng, "train")
-        prompt = tiny_tasks.prompt_ids(example, tiny_tasks.sample_current_date(rng))
+        date = tiny_tasks.sample_current_date(rng)
+        history, instructions = tiny_tasks.sample_context(rng)
+        prompt = tiny_tasks.prompt_ids(example, date, history, instructions)
         seqs.append((prompt, tiny_tasks.completion_ids(example)))
     used: set[int] = set(SPECIAL_IDS.values())
     for prompt, completion in seqs:
