@@ -212,6 +212,11 @@ class StreamDecoder:
                 self._raw_sent = len(text)
         return out
 
+    @property
+    def analysis_tokens(self) -> int:
+        """Reasoning (analysis and commentary) tokens seen so far."""
+        return self._counts.get("analysis", 0) + self._counts.get("commentary", 0)
+
     def _not_a_header(self, t: int) -> bool:
         """True when the header being read cannot be a harmony header: it does not
         start with <|channel|> (or a recipient), or it runs on far too long."""
@@ -286,7 +291,7 @@ class StreamDecoder:
             malformed=malformed or recovered,
             recovered=recovered,
             error=error,
-            analysis_tokens=self._counts.get("analysis", 0) + self._counts.get("commentary", 0),
+            analysis_tokens=self.analysis_tokens,
             final_tokens=self._counts.get("final", 0),
         )
 

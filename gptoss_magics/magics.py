@@ -25,7 +25,7 @@ from IPython.utils.process import arg_split
 from . import display, session, template
 from .errors import GptOssError
 from .harmony import Turn
-from .reply import Reply
+from .reply import Reply, strip_fences
 from .settings import EFFORTS, settings
 
 
@@ -148,11 +148,6 @@ def _split(line: str) -> list[str]:
         return list(arg_split(line, posix=True))
     except ValueError as exc:  # unbalanced quotes
         raise UsageError(f"cannot parse the options: {exc}") from None
-
-
-def _strip_fences(text: str) -> str:
-    match = re.search(r"```[\w+-]*\n(.*?)```", text, re.S)
-    return (match.group(1) if match else text).strip()
 
 
 @magics_class
@@ -375,7 +370,7 @@ class GptOssMagics(Magics):
                 "reply is kept in _" + (f" and {args.output}" if args.output else "")
             )
         if args.format == "code" and reply.final:
-            shell.set_next_input(_strip_fences(reply.final), replace=False)
+            shell.set_next_input(strip_fences(reply.final), replace=False)
         elif args.format == "json" and reply.final:
             try:
                 reply.json()
@@ -428,7 +423,7 @@ def _partial(handle: session.StreamHandle, analysis: str, final: str) -> Reply:
     return Reply(final=final, analysis=analysis, finish_reason="running", truncated=False,
                  prompt_tokens=len(handle.prompt_ids), completion_tokens=len(handle.token_ids),
                  latency_s=time.perf_counter() - handle.t0, effort=handle.options.effort,
-                 model=sess.label, analysis_tokens=handle.decoder._counts.get("analysis", 0),
+                 model=sess.label, analysis_tokens=handle.decoder.analysis_tokens,
                  notice=sess.notice)
 
 

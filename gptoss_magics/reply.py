@@ -6,6 +6,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def strip_fences(text: str) -> str:
+    """The inside of the first ``` code fence in ``text``, or the whole text, stripped."""
+    import re
+
+    match = re.search(r"```[\w+-]*\n(.*?)```", text, re.S)
+    return (match.group(1) if match else text).strip()
+
+
 @dataclass(frozen=True)
 class Reply:
     """What the model answered, and how it was made.
@@ -74,12 +82,9 @@ class Reply:
         Raises ValueError, saying why, when the answer is not valid JSON.
         """
         import json
-        import re
 
-        match = re.search(r"```[\w+-]*\n(.*?)```", self.final, re.S)
-        text = (match.group(1) if match else self.final).strip()
         try:
-            return json.loads(text)
+            return json.loads(strip_fences(self.final))
         except ValueError as exc:
             raise ValueError(f"the answer is not valid JSON ({exc})") from None
 

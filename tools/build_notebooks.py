@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
 HERE = Path(__file__).resolve().parent.parent / "notebooks"
 
 TOY = ("The model here is `tiny`, the embedded demo model: a real gpt-oss architecture with the "
@@ -57,8 +58,7 @@ def quickstart() -> nbformat.NotebookNode:
         new_code_cell("%gptoss_panel"),
         new_markdown_cell("## Free the memory\n\nNo kernel restart needed."),
         new_code_cell("%gptoss_unload"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}})
+    ], metadata=KERNEL)
 
 
 def dataframe() -> nbformat.NotebookNode:
@@ -98,8 +98,7 @@ def dataframe() -> nbformat.NotebookNode:
                       "choices=['positive', 'negative', 'neutral'], effort='low')\n"
                       "again.attrs['gptoss']['summary']"),
         new_code_cell("gm.unload()"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}})
+    ], metadata=KERNEL)
 
 
 def effort() -> nbformat.NotebookNode:
@@ -123,8 +122,7 @@ def effort() -> nbformat.NotebookNode:
         new_code_cell("print('reasoning grows with effort:',\n"
                       "      sweep.table['median reasoning tokens'].is_monotonic_increasing)"),
         new_code_cell("gm.unload()"),
-    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}})
+    ], metadata=KERNEL)
 
 
 def main() -> None:
