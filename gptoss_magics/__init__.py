@@ -28,7 +28,11 @@ from .errors import (
     ModelNotFoundError,
     TemplateError,
 )
-from .frame import last_result  # importing frame registers df.gptoss and series.gptoss
+from .frame import (  # importing frame registers df.gptoss and series.gptoss
+    GptOssWarning,
+    RowError,
+    last_result,
+)
 from .harmony import Turn
 from .reply import Reply
 from .session import complete, complete_batch, is_loaded, load, status, stream, unload
@@ -48,9 +52,11 @@ __all__ = [
     "EngineNotLoadedError",
     "GptOssError",
     "GptOssSettings",
+    "GptOssWarning",
     "MissingDependencyError",
     "ModelNotFoundError",
     "Reply",
+    "RowError",
     "TemplateError",
     "Turn",
     "__version__",
@@ -87,8 +93,9 @@ def reproduce(reply: Any) -> Any:
 
 
 def effort_panel(prompt: str | None = None, **kwargs: Any) -> Any:
-    """Sliders for reasoning effort, temperature and max tokens, linked to the settings;
-    with ``prompt``, each move re-runs it. See :mod:`gptoss_magics.widgets`."""
+    """Sliders for reasoning effort, temperature, max tokens and the reasoning budget,
+    linked to the settings; with ``prompt``, each move re-runs it. See
+    :mod:`gptoss_magics.widgets`."""
     from .widgets import effort_panel as make
 
     return make(prompt, **kwargs)

@@ -28,6 +28,10 @@ def demo(model: str) -> int:
         reply = gm.complete("What is 17 + 25?", effort=effort, max_tokens=256, temperature=0)
         print(f"\n== effort={effort} (reasoning shown)\n"
               f"{display.to_text(reply, show_reasoning=True)}")
+    reply = gm.complete("What is the sentiment of: the staff were rude", effort="high",
+                        max_tokens=256, temperature=0, reasoning_budget=6)
+    print(f"\n== effort=high with reasoning_budget=6: the engine cut the reasoning and the "
+          f"model answered\n{display.to_text(reply, show_reasoning=True)}")
 
     import pandas as pd
 

@@ -14,6 +14,11 @@
    open its analysis channel. This parser ends "reasoning" only once the model has
    written ``<|channel|>final<|message|>``: the analysis stays free and only the
    final answer is constrained.
+
+3. Reasoning budgets (:func:`parser_kwargs`): vLLM's ``thinking_token_budget`` counts the
+   tokens after the analysis header and, when a request's budget runs out, forces the
+   tokens that close the analysis and open the final channel, in the engine's own
+   sampling step (no second request, batches stay whole).
 """
 
 from __future__ import annotations
@@ -58,8 +63,27 @@ def _init_amx() -> None:
         init_amx()
 
 
+#: where harmony reasoning starts, and what ends it and opens the answer
+REASONING_START = "<|channel|>analysis<|message|>"
+FORCED_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
+
+
+def supports_reasoning_budget() -> bool:
+    """True when this vLLM has per-request thinking budgets (``reasoning_config``)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return any(f.name == "reasoning_config" for f in dataclasses.fields(EngineArgs))
+
+
 def parser_kwargs() -> dict[str, Any]:
-    """Engine arguments that enable the parser, with compact JSON output."""
-    return {"structured_outputs_config": {
+    """Engine arguments that enable the parser (with compact JSON output) and, where
+    this vLLM has them, reasoning budgets."""
+    args: dict[str, Any] = {"structured_outputs_config": {
         "backend": "xgrammar", "reasoning_parser": PARSER_NAME,
         "disable_any_whitespace": True}}
+    if supports_reasoning_budget():
+        args["reasoning_config"] = {"reasoning_start_str": REASONING_START,
+                                    "reasoning_end_str": FORCED_FINAL}
+    return args

@@ -29,8 +29,12 @@ def footer(reply: Reply) -> str:
     """One line: model, effort, tokens, latency, speed."""
     parts = [reply.model, f"effort {reply.effort}",
              f"{reply.prompt_tokens} prompt + {reply.completion_tokens} completion tokens"]
-    if reply.analysis_tokens:
+    if reply.reasoning_cut:
+        parts.append(f"reasoning cut at its budget of {reply.analysis_tokens} tokens")
+    elif reply.analysis_tokens:
         parts.append(f"{reply.analysis_tokens} reasoning")
+    if reply.confidence is not None:
+        parts.append(f"confidence {reply.confidence:.2f}")
     parts.append(f"{reply.latency_s:.2f} s")
     parts.append(f"{reply.tokens_per_s:.0f} tok/s")
     return " · ".join(parts)

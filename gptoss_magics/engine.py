@@ -50,6 +50,8 @@ class Sampling:
     choice: tuple[str, ...] | None = None
     regex: str | None = None
     json_schema: str | None = None  # JSON text, so that the dataclass stays hashable
+    reasoning_budget: int | None = None  # most analysis tokens; then the final is forced
+    logprobs: bool | None = None  # True: report each generated token's log-probability
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, for provenance records and cache keys."""
@@ -67,6 +69,8 @@ class Completion:
     latency_s: float
     first_token_s: float | None = None
     error: str | None = None
+    #: log-probability of each generated token (when the sampling asked for them)
+    logprobs: list[float] | None = None
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Job:
         self._ids: list[list[int]] = [[] for _ in range(n)]  # written by the engine thread
         self._first: list[float | None] = [None] * n
         self._plen: list[int] = [0] * n
+        self._lps: list[list[float] | None] = [None] * n
 
     def request_id(self, index: int) -> str:
         return f"{self.id}-{index}"
@@ -343,6 +348,11 @@ class Engine:
                 f"{len(prompts)} prompts but {len(samplings)} sampling settings: pass one "
                 "for all, or one per prompt"
             )
+        if not self.info.get("reasoning_budget") and any(
+                s.reasoning_budget is not None for s in samplings):
+            raise MissingDependencyError(
+                f"this vLLM ({self.info.get('vllm')}) has no reasoning budgets "
+                "(thinking_token_budget): upgrade vllm, or leave reasoning_budget unset")
         job = Job(self, len(prompts))
         self._command(("add", job, [list(p) for p in prompts], samplings, stream))
         return job
@@ -427,6 +437,7 @@ class Engine:
                 args.setdefault("seed", 0)
                 self._llm = LLM(model=model, **args)
             self.info = self._describe(model, multiprocess, time.perf_counter() - t0)
+            self.info["reasoning_budget"] = args.get("reasoning_config") is not None
             if self._cancel_load.is_set():  # the caller gave up while vLLM was starting
                 self._closed = True
                 self._shutdown()
@@ -539,7 +550,13 @@ class Engine:
             structured = StructuredOutputsParams(regex=s.regex)
         elif s.json_schema is not None:
             structured = StructuredOutputsParams(json=s.json_schema)
+        extra: dict[str, Any] = {}
+        if s.reasoning_budget is not None:
+            extra["thinking_token_budget"] = s.reasoning_budget
+        if s.logprobs:
+            extra["logprobs"] = 0  # the sampled token's own log-probability only
         return SamplingParams(
+            **extra,
             max_tokens=max_tokens,
             temperature=s.temperature,
             top_p=s.top_p,
@@ -565,6 +582,12 @@ class Engine:
         new_ids = list(comp.token_ids)
         self._tokens_generated += len(new_ids)
         job._ids[index].extend(new_ids)
+        if comp.logprobs is not None:
+            lps = job._lps[index]
+            if lps is None:
+                lps = job._lps[index] = []
+            lps.extend(float(position[t].logprob)
+                       for t, position in zip(new_ids, comp.logprobs, strict=False))
         now = time.perf_counter()
         if new_ids and job._first[index] is None:
             job._first[index] = now - job.t0
@@ -574,7 +597,7 @@ class Engine:
             reason = comp.finish_reason or "stop"
             done = Completion(index, list(job._ids[index]), reason,
                               len(out.prompt_token_ids or []), now - job.t0,
-                              job._first[index], None)
+                              job._first[index], None, _copy(job._lps[index]))
         job.events.put(Event(index, new_ids, done))
 
     def _abort(self, engine: Any, job: Job) -> None:
@@ -586,7 +609,8 @@ class Engine:
         for rid in rids:
             _, index = self._jobs.pop(rid)
             done = Completion(index, list(job._ids[index]), "abort", job._plen[index],
-                              time.perf_counter() - job.t0, job._first[index])
+                              time.perf_counter() - job.t0, job._first[index], None,
+                              _copy(job._lps[index]))
             job.events.put(Event(index, [], done))
 
     def _fail_all(self, error: BaseException | None) -> None:
@@ -617,6 +641,10 @@ class Engine:
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
         _release_heap()
+
+
+def _copy(values: list[float] | None) -> list[float] | None:
+    return None if values is None else list(values)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -34,10 +35,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import audit
+from . import audit, harmony
 from . import template as tmpl
 from .errors import EngineDeadError, GptOssError, TemplateError
-from .session import Options, Session, current
+from .session import Options, Session, current, reasoning_was_cut
 
 #: the result of the last map, complete or partial (after an interrupt or a crash)
 _LAST: dict[str, Any] = {}
@@ -129,6 +130,9 @@ class RowResult:
     prompt_tokens: int
     value: Any = None
     error: str | None = None
+    reasoning_cut: bool = False
+    answer_logprob: float | None = None
+    analysis_tokens: int | None = None  # None in rows cached by versions before 0.2
     cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -275,6 +279,73 @@ def _check_schema(data: Any, schema: Mapping[str, Any]) -> None:
             raise ValueError(f"{key!r} must be one of {prop['enum']}")
 
 
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class MapPlan:
+    """What a map would do, worked out without generating anything.
+
+    ``first_prompt`` is the exact text the model would receive for the first row
+    (the harmony system, developer and user messages). ``cached`` and ``too_long``
+    are known only with a model loaded (None otherwise).
+    """
+
+    rows: int
+    missing: int
+    distinct_prompts: int
+    cached: int | None
+    to_generate: int | None
+    prompt_tokens_min: int
+    prompt_tokens_median: float
+    prompt_tokens_max: int
+    too_long: list[Any] | None
+    max_tokens: int
+    reasoning_budget: int | None
+    effort: str
+    constraint: str
+    first_prompt: str
+
+    @property
+    def most_tokens(self) -> int | None:
+        """The most tokens the run can generate: prompts to generate x max_tokens."""
+        return None if self.to_generate is None else self.to_generate * self.max_tokens
+
+    def _rows(self) -> list[tuple[str, str]]:
+        def known(v: Any) -> str:
+            return "? (no model loaded)" if v is None else f"{v:,}"
+
+        rows = [
+            ("rows", f"{self.rows:,} ({self.missing:,} with missing values, not sent)"),
+            ("distinct prompts", f"{self.distinct_prompts:,}"),
+            ("from the cache", known(self.cached)),
+            ("to generate", known(self.to_generate)),
+            ("prompt tokens", f"{self.prompt_tokens_min:,} / {self.prompt_tokens_median:,.0f} "
+                              f"/ {self.prompt_tokens_max:,} (min / median / max)"),
+            ("longer than the context", "? (no model loaded)" if self.too_long is None
+             else f"{len(self.too_long):,}"),
+            ("settings", f"effort {self.effort}, max_tokens {self.max_tokens:,}, reasoning "
+                         f"budget {self.reasoning_budget}, constraint {self.constraint}"),
+            ("at most", "?" if self.most_tokens is None
+             else f"{self.most_tokens:,} generated tokens"),
+        ]
+        return rows
+
+    def __repr__(self) -> str:
+        rows = self._rows()
+        width = max(len(k) for k, _ in rows)
+        body = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return f"{body}\n--- first prompt, as the model receives it ---\n{self.first_prompt}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                       for k, v in self._rows())
+        return (f"<table class='gptoss-plan'>{body}</table><details><summary>first prompt, as "
+                f"the model receives it</summary><pre>{html.escape(self.first_prompt)}</pre>"
+                "</details>")
+
+
 # ---------------------------------------------------------------------- the mapper
 @dataclass
 class MapSummary:
@@ -287,6 +358,7 @@ class MapSummary:
     generated: int = 0
     retried: int = 0
     truncated: int = 0
+    reasoning_cut: int = 0
     no_final: int = 0
     errors: int = 0
     prompt_tokens: int = 0
@@ -303,6 +375,8 @@ class RowMapper:
                  instructions: str | None = None, choices: Sequence[str] | None = None,
                  schema: Any = None, regex: str | None = None, reasoning: bool = False,
                  cache: bool = True, on_error: str = "mark", progress: bool = True,
+                 reasoning_budget: int | str | None = "default", confidence: bool = False,
+                 examples: Any = None, usage: bool = False,
                  session: Session | None = None) -> None:
         if on_error not in ("mark", "raise"):
             raise ValueError(f"on_error must be 'mark' or 'raise', not {on_error!r}")
@@ -321,15 +395,66 @@ class RowMapper:
             raise TemplateError("The template refers to no column: write e.g. "
                                 "'Summarise: {text}' with a column name in braces.")
         self.options = Options.resolve(effort, max_tokens, temperature, None, seed,
-                                       instructions)
+                                       instructions, reasoning_budget)
         self.constraint = Constraint.make(choices, schema, regex)
+        self.examples = self._examples(examples)
         self.reasoning = reasoning
+        self.confidence = confidence
+        self.usage = usage
         self.use_cache = cache
         self.on_error = on_error
         self.progress = progress
-        self.session = session or current()
+        self._session = session
         self.summary = MapSummary(rows=len(frame))
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self):x}"
+
+    def _examples(self, examples: Any) -> tuple[harmony.Turn, ...]:
+        """Worked examples as earlier chat turns: the template filled with each example's
+        values as the question, its ``answer`` as the final answer."""
+        if examples is None:
+            return ()
+        pairs: list[tuple[Any, Any]]
+        if isinstance(examples, pd.DataFrame):
+            if "answer" not in examples.columns:
+                raise ValueError("examples needs an 'answer' column next to the template's "
+                                 f"columns ({', '.join(self.fields)})")
+            missing = [f for f in self.fields if f not in examples.columns]
+            if missing:
+                raise TemplateError(f"examples has no column {missing[0]!r}, which the "
+                                    "template uses")
+            pairs = [(dict(zip(self.fields, values, strict=True)), answer) for *values, answer
+                     in examples[[*self.fields, "answer"]].itertuples(index=False, name=None)]
+        else:
+            pairs = []
+            for item in examples:
+                if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                    raise ValueError("examples must be a DataFrame with an 'answer' column or "
+                                     "(input, answer) pairs, not "
+                                     f"{type(item).__name__} {item!r:.60}")
+                pairs.append((item[0], item[1]))
+        turns = []
+        for given, answer in pairs:
+            if not isinstance(given, Mapping):
+                if len(self.fields) != 1:
+                    raise ValueError(f"the template has {len(self.fields)} fields "
+                                     f"({', '.join(self.fields)}): give each example's input "
+                                     "as a dict of them")
+                given = {self.fields[0]: given}
+            missing = [f for f in self.fields if f not in given]
+            if missing:
+                raise TemplateError(f"an example has no value for {missing[0]!r}")
+            answer_text = answer if isinstance(answer, str) else json.dumps(
+                answer, default=str) if isinstance(answer, (dict, list)) else str(answer)
+            turns.append(harmony.Turn(tmpl.render(self.template, tmpl.namespace_lookup(
+                dict(given))), answer_text))
+        return tuple(turns)
+
+    @property
+    def session(self) -> Session:
+        """The loaded model (raises EngineNotLoadedError when there is none)."""
+        if self._session is None:
+            self._session = current()
+        return self._session
 
     # ------------------------------------------------------------------ steps
     def prompts(self) -> list[str | None]:
@@ -345,9 +470,46 @@ class RowMapper:
         return out
 
     def key(self, prompt_ids: Sequence[int], sampling: Any) -> str:
-        blob = json.dumps([self.session.fingerprint, list(prompt_ids), sampling.as_dict()],
+        # asking for log-probabilities changes no token: such rows share their key
+        settings = {k: v for k, v in sampling.as_dict().items() if k != "logprobs"}
+        blob = json.dumps([self.session.fingerprint, list(prompt_ids), settings],
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def plan(self) -> MapPlan:
+        """What :meth:`run` would do: counts, prompt sizes and the first prompt."""
+        import statistics
+
+        from .session import is_loaded
+
+        prompts = self.prompts()
+        unique = list(dict.fromkeys(p for p in prompts if p is not None))
+        ids = [self.options.render(p, self.examples) for p in unique]
+        lengths = [len(i) for i in ids] or [0]
+        cached = too_long = None
+        if is_loaded():
+            sampling = self.options.sampling(**self.constraint.sampling_args)
+            keys = [self.key(i, sampling) for i in ids]
+            cached = 0
+            if self.use_cache:
+                store = ResultCache(self.session_cache_path())
+                try:
+                    cached = len(store.get_many(keys))
+                finally:
+                    store.close()
+            limit = int(self.session.engine.info.get("max_model_len") or 0)
+            long_prompts = {p for p, i in zip(unique, ids, strict=True) if len(i) >= limit}
+            too_long = [label for label, p in zip(self.frame.index, prompts, strict=True)
+                        if p in long_prompts]
+        return MapPlan(
+            rows=len(prompts), missing=sum(p is None for p in prompts),
+            distinct_prompts=len(unique), cached=cached,
+            to_generate=None if cached is None else len(unique) - cached,
+            prompt_tokens_min=min(lengths), prompt_tokens_median=statistics.median(lengths),
+            prompt_tokens_max=max(lengths), too_long=too_long,
+            max_tokens=self.options.max_tokens, reasoning_budget=self.options.reasoning_budget,
+            effort=self.options.effort, constraint=self.constraint.kind,
+            first_prompt=harmony.decode(ids[0]) if ids else "")
 
     def run(self) -> pd.Series | pd.DataFrame:
         """Generate (or fetch from the cache) every row and assemble the result."""
@@ -356,15 +518,20 @@ class RowMapper:
         self.summary.missing = sum(p is None for p in prompts)
         unique = list(dict.fromkeys(p for p in prompts if p is not None))
         self.summary.unique_prompts = len(unique)
-        sampling = self.options.sampling(**self.constraint.sampling_args)
-        ids = [self.options.render(p) for p in unique]
+        sampling = self.options.sampling(logprobs=True if self.confidence else None,
+                                         **self.constraint.sampling_args)
+        ids = [self.options.render(p, self.examples) for p in unique]
         keys = [self.key(i, sampling) for i in ids]
         results: dict[str, RowResult] = {}
         store = ResultCache(self.session_cache_path()) if self.use_cache else None
         try:
             if store is not None:
                 for k, v in store.get_many(keys).items():
-                    results[k] = RowResult.from_json(v)
+                    cached = RowResult.from_json(v)
+                    if self.confidence and cached.answer_logprob is None and \
+                            cached.final and not cached.truncated:
+                        continue  # made without log-probabilities: generate it again
+                    results[k] = cached
             self.summary.cached = len(results)
             todo = [i for i, k in enumerate(keys) if k not in results]
             interrupted: BaseException | None = None
@@ -453,14 +620,16 @@ class RowMapper:
         self.summary.generated = len(todo)
 
     def _read(self, completion: Any) -> RowResult:
-        from . import harmony
-
         parsed = harmony.parse_completion(completion.token_ids, completion.finish_reason)
         res = RowResult(final=parsed.final if parsed.has_final else None,
                         analysis=parsed.analysis, finish_reason=completion.finish_reason,
                         truncated=parsed.truncated, has_final=parsed.has_final,
                         completion_tokens=len(completion.token_ids),
-                        prompt_tokens=completion.prompt_tokens, error=completion.error)
+                        prompt_tokens=completion.prompt_tokens, error=completion.error,
+                        reasoning_cut=reasoning_was_cut(self.options, parsed),
+                        analysis_tokens=parsed.analysis_tokens,
+                        answer_logprob=None if completion.logprobs is None else
+                        harmony.answer_logprob(completion.token_ids, completion.logprobs))
         if res.error is None and res.final is not None and not res.truncated:
             try:
                 res.value = self.constraint.read(res.final)
@@ -484,6 +653,7 @@ class RowMapper:
         per_row = [by_prompt.get(p) if p is not None else None for p in prompts]
         s = self.summary
         s.truncated = sum(1 for r in per_row if r is not None and r.truncated)
+        s.reasoning_cut = sum(1 for r in per_row if r is not None and r.reasoning_cut)
         s.no_final = sum(1 for r in per_row if r is not None and not r.has_final
                          and not r.truncated and r.finish_reason != "error")
         s.errors = sum(1 for r in per_row if r is not None and r.error is not None)
@@ -517,8 +687,20 @@ class RowMapper:
                     self.constraint.choices or ())), index=index, name="answer")
             else:
                 out = pd.Series(values, index=index, dtype="string", name="answer")
-        if self.reasoning or isinstance(out, pd.DataFrame):
+        if self.reasoning or self.confidence or self.usage or isinstance(out, pd.DataFrame):
             frame = out.to_frame() if isinstance(out, pd.Series) else out
+            if self.usage:
+                for column, attr in (("prompt_tokens", "prompt_tokens"),
+                                     ("reasoning_tokens", "analysis_tokens"),
+                                     ("completion_tokens", "completion_tokens")):
+                    frame[column] = pd.Series(
+                        [getattr(r, attr) if r is not None else None for r in per_row],
+                        index=index, dtype="Int64")
+            if self.confidence:
+                frame["confidence"] = pd.Series(
+                    [math.exp(r.answer_logprob) if good(r) is not None and r is not None
+                     and r.answer_logprob is not None else None for r in per_row],
+                    index=index, dtype="Float64")
             if self.reasoning:
                 frame["reasoning"] = pd.Series(
                     [r.analysis if r is not None else None for r in per_row],
@@ -538,11 +720,14 @@ class RowMapper:
             **self.constraint.sampling_args).as_dict())
         info.update(
             template=self.template,
+            examples=[[t.user, t.final] for t in self.examples],
             constraint=self.constraint.kind,
             summary=dict(self.summary.__dict__),
             missing_rows=[i for i, p in zip(index, per_row, strict=True) if p is None],
             truncated_rows=[i for i, r in zip(index, per_row, strict=True)
                             if r is not None and r.truncated],
+            reasoning_cut_rows=[i for i, r in zip(index, per_row, strict=True)
+                                if r is not None and r.reasoning_cut],
             error_rows={str(i): _row_error(r) for i, r in zip(index, per_row, strict=True)
                         if _row_error(r)},
         )
@@ -552,8 +737,12 @@ class RowMapper:
         s = self.summary
         problems = []
         if s.truncated:
+            hint = "raise max_tokens or lower effort"
+            if self.options.reasoning_budget is None:
+                hint += (f", or set reasoning_budget well below {self.options.max_tokens} so "
+                         "that every row gets an answer")
             problems.append(f"{s.truncated} of {s.rows} rows hit max_tokens "
-                            f"({self.options.max_tokens}); raise max_tokens or lower effort")
+                            f"({self.options.max_tokens}); {hint}")
         if s.no_final:
             problems.append(f"{s.no_final} of {s.rows} rows ended without a final answer")
         if s.errors:
@@ -600,8 +789,11 @@ _MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the ind
     ----------
     template : str
         The prompt, with ``{column}`` fields (``{{``/``}}`` for literal braces).
-    effort, max_tokens, temperature, seed, instructions
-        As for ``gptoss_magics.complete``; unset ones come from the settings.
+    effort, max_tokens, temperature, seed, instructions, reasoning_budget
+        As for ``gptoss_magics.complete``; unset ones come from the settings. With
+        ``reasoning_budget`` the engine makes a row's model answer once its reasoning
+        reaches that many tokens: rows get answers instead of hitting ``max_tokens``
+        (``attrs["gptoss"]["reasoning_cut_rows"]`` lists the rows it cut).
     choices : list of str, optional
         Constrain the answer to one of these: a categorical column.
     schema : pydantic model class or JSON schema dict, optional
@@ -610,6 +802,20 @@ _MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the ind
         Constrain the answer to this regular expression.
     reasoning : bool
         Also return the reasoning (analysis channel) as a column.
+    examples : DataFrame or list of (input, answer) pairs, optional
+        Worked examples (few-shot). A DataFrame has the template's columns and an
+        ``answer`` column; a pair's input is the value of a one-field template or a dict
+        of the fields. Each example becomes an earlier chat turn (the filled-in template,
+        then its answer) ahead of every row, where vLLM's prefix cache computes it once.
+    usage : bool
+        Also return ``prompt_tokens``, ``reasoning_tokens`` and ``completion_tokens``
+        columns (Int64): what each row cost, for accounting (duplicate rows share one
+        generation; rows from the cache cost nothing this time).
+    confidence : bool
+        Also return a ``confidence`` column: the model's probability of each row's
+        answer (the product of its answer tokens' probabilities, after its reasoning and
+        under the constraint, so with ``choices`` it is the probability of that label
+        among the choices). Sort by it to send the least certain rows to review.
     cache : bool
         Serve rows from, and save them to, the on-disk result cache.
     on_error : {"mark", "raise"}
@@ -639,6 +845,13 @@ class DataFrameAccessor:
 
     map.__doc__ = _MAP_DOC
 
+    def plan(self, template: str, **kwargs: Any) -> MapPlan:
+        """What ``map`` with the same arguments would do, without generating: rows,
+        distinct prompts, rows already in the cache, prompt token counts, prompts too
+        long for the model's context, the most tokens it can generate, and the first
+        prompt exactly as the model would receive it."""
+        return RowMapper(self._frame, template, **kwargs).plan()
+
 
 @pd.api.extensions.register_series_accessor("gptoss")
 class SeriesAccessor:
@@ -648,6 +861,16 @@ class SeriesAccessor:
         self._series = series
 
     def map(self, template: str, **kwargs: Any) -> pd.Series | pd.DataFrame:
+        return self._mapper(template, **kwargs).run()
+
+    map.__doc__ = _MAP_DOC.replace("``{column}`` fields", "``{}`` or ``{value}`` for the value")
+
+    def plan(self, template: str, **kwargs: Any) -> MapPlan:
+        """What ``map`` with the same arguments would do, without generating (see
+        ``DataFrame.gptoss.plan``)."""
+        return self._mapper(template, **kwargs).plan()
+
+    def _mapper(self, template: str, **kwargs: Any) -> RowMapper:
         if not isinstance(template, str):
             raise TypeError("the template must be a string such as 'Summarise: {}'")
         rebuilt = []
@@ -658,7 +881,5 @@ class SeriesAccessor:
                 rebuilt.append("{" + name + (f"!{conv}" if conv else "") +
                                (f":{spec}" if spec else "") + "}")
         frame = pd.DataFrame({"value": self._series})
-        return RowMapper(frame, "".join(rebuilt), **kwargs).run()
-
-    map.__doc__ = _MAP_DOC.replace("``{column}`` fields", "``{}`` or ``{value}`` for the value")
+        return RowMapper(frame, "".join(rebuilt), **kwargs)
 

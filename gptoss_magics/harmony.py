@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL = (
     200002, 200003, 200005, 200006, 200007, 200008, 200012,
 )
+#: the token "final" (as in <|channel|>final<|message|>)
+FINAL_TOKEN = 17196
 #: Stop tokens for an assistant turn: <|return|> and <|call|>.
 STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)
 VOCAB_SIZE = 201088
@@ -104,6 +106,40 @@ def final_header_ids() -> list[int]:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def forced_final_ids() -> tuple[int, ...]:
+    """Ids of ``<|end|><|start|>assistant<|channel|>final<|message|>``: what the engine
+    writes when a reasoning budget runs out (end the analysis, open the answer)."""
+    return (END, *final_header_ids())
+
+
+def final_span(ids: Sequence[int]) -> tuple[int, int] | None:
+    """``(start, end)`` of the text tokens of the last final-channel message in a
+    completion's ids, or None when there is no final message. ``end`` stops before
+    ``<|return|>``/``<|end|>``/``<|call|>``, or at the end of the ids."""
+    mark = (CHANNEL, FINAL_TOKEN, MESSAGE)
+    start = -1
+    for i in range(len(ids) - 2, -1, -1):
+        if ids[i] == CHANNEL and tuple(ids[i:i + 3]) == mark:
+            start = i + 3
+            break
+    if start < 0:
+        return None
+    end = start
+    while end < len(ids) and ids[end] not in (RETURN, END, CALL):
+        end += 1
+    return start, end
+
+
+def answer_logprob(ids: Sequence[int], logprobs: Sequence[float]) -> float | None:
+    """Sum of the log-probabilities of the final answer's tokens (the log of the model's
+    probability of its answer), or None when there is no non-empty final answer."""
+    span = final_span(ids)
+    if span is None or span[0] == span[1] or len(logprobs) < span[1]:
+        return None
+    return float(sum(logprobs[span[0]:span[1]]))
+
+
 def decode(ids: Iterable[int]) -> str:
     """Text of ``ids``; ids outside the vocabulary are skipped."""
     return str(encoding().decode([t for t in ids if 0 <= t < VOCAB_SIZE]))
@@ -163,6 +199,8 @@ class StreamDecoder:
     _header_start: int = field(default=0, init=False, repr=False)
     _raw_sent: int = field(default=0, init=False, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, init=False)
+    _fed: list[int] = field(default_factory=list, init=False, repr=False)
+    _pending: list[int] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from openai_harmony import Role, StreamableParser
@@ -171,38 +209,11 @@ class StreamDecoder:
 
     def feed(self, ids: Iterable[int]) -> list[tuple[str | None, str]]:
         """Consume ids; return the text deltas they add, tagged with their channel."""
-        from openai_harmony import HarmonyError
-
-        parser = self._parser
         out: list[tuple[str | None, str]] = []
         for t in ids:
             self._ids.append(t)
-            if self._error is not None:
-                self._raw.append(t)
-                continue
-            if not 0 <= t < VOCAB_SIZE:
-                self._bad_ids += 1  # skipped; the rest still parses
-                continue
-            if not self._in_header:
-                self._header_start = len(self._ids) - 1
-            try:
-                parser.process(t)  # type: ignore[attr-defined]
-            except HarmonyError as exc:
-                self._go_raw(str(exc))
-                continue
-            self._in_header = parser.state.value == "Header"  # type: ignore[attr-defined]
-            if self._in_header and self._not_a_header(t):
-                self._go_raw("the output has no harmony message header")
-                continue
-            delta = parser.last_content_delta  # type: ignore[attr-defined]
-            if delta:
-                channel = parser.current_channel  # type: ignore[attr-defined]
-                key = channel or "none"
-                self._counts[key] = self._counts.get(key, 0) + 1
-                if out and out[-1][0] == channel:
-                    out[-1] = (channel, out[-1][1] + delta)
-                else:
-                    out.append((channel, delta))
+            for u in self._unforce(t):
+                self._process(u, out)
         if self._raw:
             # no harmony structure from here on: stream the raw text (held back while a
             # multi-byte character is incomplete)
@@ -212,6 +223,64 @@ class StreamDecoder:
                 self._raw_sent = len(text)
         return out
 
+    def _unforce(self, t: int) -> list[int]:
+        """Tokens to parse, after taking out what a reasoning budget wrote twice.
+
+        When a budget runs out while the model is itself writing the end of its analysis
+        (``<|end|><|start|>...``), the engine starts its forced
+        ``<|end|><|start|>assistant<|channel|>final<|message|>`` over again after the
+        model's partial one. Tokens that could begin that sequence are held back; a new
+        ``<|end|>`` arriving before it is complete drops the partial copy. The held-back
+        tokens are header tokens, so no text is delayed."""
+        forced = forced_final_ids()
+        if not self._pending and t != END:
+            return [t]
+        candidate = [*self._pending, t]
+        if tuple(candidate) == forced[:len(candidate)]:
+            if len(candidate) == len(forced):
+                self._pending = []
+                return candidate
+            self._pending = candidate
+            return []
+        if t == END:  # a second <|end|>: the partial copy before it goes
+            self._pending = [END]
+            return []
+        self._pending = []
+        return candidate
+
+    def _process(self, t: int, out: list[tuple[str | None, str]]) -> None:
+        """Feed one token to the harmony parser and collect its text delta."""
+        from openai_harmony import HarmonyError
+
+        parser = self._parser
+        self._fed.append(t)
+        if self._error is not None:
+            self._raw.append(t)
+            return
+        if not 0 <= t < VOCAB_SIZE:
+            self._bad_ids += 1  # skipped; the rest still parses
+            return
+        if not self._in_header:
+            self._header_start = len(self._fed) - 1
+        try:
+            parser.process(t)  # type: ignore[attr-defined]
+        except HarmonyError as exc:
+            self._go_raw(str(exc))
+            return
+        self._in_header = parser.state.value == "Header"  # type: ignore[attr-defined]
+        if self._in_header and self._not_a_header(t):
+            self._go_raw("the output has no harmony message header")
+            return
+        delta = parser.last_content_delta  # type: ignore[attr-defined]
+        if delta:
+            channel = parser.current_channel  # type: ignore[attr-defined]
+            key = channel or "none"
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if out and out[-1][0] == channel:
+                out[-1] = (channel, out[-1][1] + delta)
+            else:
+                out.append((channel, delta))
+
     @property
     def analysis_tokens(self) -> int:
         """Reasoning (analysis and commentary) tokens seen so far."""
@@ -220,8 +289,8 @@ class StreamDecoder:
     def _not_a_header(self, t: int) -> bool:
         """True when the header being read cannot be a harmony header: it does not
         start with <|channel|> (or a recipient), or it runs on far too long."""
-        first = self._ids[self._header_start]
-        if len(self._ids) - self._header_start > 32:
+        first = self._fed[self._header_start]
+        if len(self._fed) - self._header_start > 32:
             return True
         if self._header_start == 0 and t == first:
             return first not in (CHANNEL, MESSAGE, CONSTRAIN) and not decode([first]).startswith(
@@ -230,7 +299,7 @@ class StreamDecoder:
 
     def _go_raw(self, why: str) -> None:
         self._error = why
-        self._raw = list(self._ids[self._header_start:])
+        self._raw = list(self._fed[self._header_start:])
 
     def finish(self, finish_reason: str | None = None) -> Parsed:
         """Close the stream and return everything recovered.
@@ -240,6 +309,10 @@ class StreamDecoder:
         """
         from openai_harmony import HarmonyError
 
+        if self._pending:  # a stream that stopped inside a possible forced sequence
+            held, self._pending = self._pending, []
+            for t in held:
+                self._process(t, [])
         parser = self._parser
         error = self._error
         if error is None:

@@ -12,6 +12,7 @@ import html
 import re
 import sys
 import time
+from argparse import SUPPRESS
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -142,6 +143,19 @@ def _engine_extras(extras: list[str]) -> dict[str, Any]:
     return out
 
 
+def _budget(text: str) -> int | None:
+    """argparse type of --reasoning-budget: a token count, or 'none' for no limit."""
+    if text.lower() in ("none", "off"):
+        return None
+    value = int(text)  # argparse turns the ValueError into "invalid _budget value"
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_budget.__name__ = "token count"  # argparse names the type in its error message
+
+
 def _split(line: str) -> list[str]:
     """Split a magic's line like a POSIX shell: quotes group words and are removed."""
     try:
@@ -240,19 +254,34 @@ class GptOssMagics(Magics):
     @argument("--temperature", "-t", type=float, help="Sampling temperature.")
     @argument("--seed", "-s", type=int, help="Sampling seed.")
     @argument("--instructions", "-i", help="Developer instructions for every row.")
+    @argument("--reasoning-budget", "-b", type=_budget, metavar="N", default=SUPPRESS,
+              help="Most reasoning tokens per row, then the row's answer is forced "
+                   "('none': no limit).")
     @argument("--choices", help="Comma-separated labels; the answer is one of them.")
     @argument("--regex", help="Regular expression the answer must match.")
     @argument("--schema", metavar="NAME",
               help="Variable holding a pydantic model or JSON schema: one column per field.")
+    @argument("--examples", metavar="NAME",
+              help="Variable holding worked examples: a DataFrame with the template's columns "
+                   "and an 'answer' column, or a list of (input, answer) pairs.")
     @argument("--reasoning", action="store_true", help="Also add a NAME_reasoning column.")
+    @argument("--usage", action="store_true",
+              help="Also add NAME_prompt_tokens, NAME_reasoning_tokens and "
+                   "NAME_completion_tokens columns.")
+    @argument("--confidence", action="store_true",
+              help="Also add a NAME_confidence column: the model's probability of each answer.")
     @argument("--no-cache", action="store_true", help="Neither read nor write the cache.")
+    @argument("--dry-run", action="store_true",
+              help="Generate nothing: show the plan (rows, cached rows, prompt tokens, the "
+                   "first prompt as the model receives it).")
     @line_magic
-    def gptoss_map(self, line: str) -> None:
+    def gptoss_map(self, line: str) -> Any:
         """Run gpt-oss on every row of a DataFrame and store the answers as a column.
 
         Example::
 
             %gptoss_map df "Summarise: {text}" --out summary --effort low
+            %gptoss_map df "Summarise: {text}" --out summary --effort low --dry-run
         """
         args = self.gptoss_map.parser.parse_args(_split(line))
         assert self.shell is not None
@@ -268,13 +297,24 @@ class GptOssMagics(Magics):
                 raise UsageError(f"--schema {args.schema}: no such variable")
             schema = ns[args.schema]
         choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
+        examples = None
+        if args.examples:
+            if args.examples not in ns:
+                raise UsageError(f"--examples {args.examples}: no such variable")
+            examples = ns[args.examples]
+        kwargs = dict(
+            examples=examples,
+            effort=args.effort, max_tokens=args.max_tokens, temperature=args.temperature,
+            seed=args.seed if args.seed is not None else "default",
+            instructions=args.instructions, choices=choices, regex=args.regex,
+            reasoning_budget=getattr(args, "reasoning_budget", "default"),
+            schema=schema, reasoning=args.reasoning, confidence=args.confidence,
+            usage=args.usage,
+            cache=not args.no_cache)
         with _usage_errors():
-            result = target.gptoss.map(
-                args.template, effort=args.effort, max_tokens=args.max_tokens,
-                temperature=args.temperature,
-                seed=args.seed if args.seed is not None else "default",
-                instructions=args.instructions, choices=choices, regex=args.regex,
-                schema=schema, reasoning=args.reasoning, cache=not args.no_cache)
+            if args.dry_run:
+                return target.gptoss.plan(args.template, **kwargs)
+            result = target.gptoss.map(args.template, **kwargs)
         if isinstance(target, pd.Series):
             ns[args.out] = result
             return
@@ -285,8 +325,9 @@ class GptOssMagics(Magics):
                 name = args.out if column == "answer" else f"{args.out}_{column}"
                 target[name] = result[column]
         s = result.attrs["gptoss"]["summary"]
+        cut = f", {s['reasoning_cut']} reasoning cut" if s.get("reasoning_cut") else ""
         print(f"{args.out}: {s['rows']} rows, {s['generated']} generated, {s['cached']} from "
-              f"the cache, {s['missing']} missing, {s['truncated']} truncated, "
+              f"the cache, {s['missing']} missing, {s['truncated']} truncated{cut}, "
               f"{s['errors']} failed ({s['seconds']:.1f} s)")
 
     # ------------------------------------------------------------------ prompting
@@ -298,10 +339,15 @@ class GptOssMagics(Magics):
     @argument("--temperature", "-t", type=float, help="Sampling temperature (0 = greedy).")
     @argument("--seed", "-s", type=int, help="Sampling seed, for reproducible answers.")
     @argument("--instructions", "-i", help="Developer instructions for this prompt.")
+    @argument("--reasoning-budget", "-b", type=_budget, metavar="N", default=SUPPRESS,
+              help="Most reasoning tokens; when they run out the model must answer at once "
+                   "('none': no limit; default: GptOssSettings.reasoning_budget).")
     @argument("--show-reasoning", dest="show_reasoning", action="store_const", const=True,
               default=None, help="Show the reasoning expanded.")
     @argument("--hide-reasoning", dest="show_reasoning", action="store_const", const=False,
               help="Show the reasoning collapsed.")
+    @argument("--confidence", action="store_true",
+              help="Report the model's probability of its answer (reply.confidence).")
     @argument("-o", "--output", metavar="NAME", help="Also store the Reply in variable NAME.")
     @argument("--chat", metavar="NAME",
               help="Keep a multi-turn conversation in variable NAME (created if missing).")
@@ -352,6 +398,8 @@ class GptOssMagics(Magics):
                 seed=args.seed if args.seed is not None else "default",
                 instructions=args.instructions,
                 history=chat.turns if chat is not None else (),
+                reasoning_budget=getattr(args, "reasoning_budget", "default"),
+                confidence=args.confidence,
             )
         interrupted = False
         try:

@@ -23,7 +23,12 @@ class Reply:
     or an interrupt); ``malformed`` when the output did not follow the harmony format,
     in which case ``final`` holds the best text recovered. ``str(reply)`` is the answer.
     ``provenance`` records the model, its weights fingerprint, the vLLM version and
-    every setting that shaped the answer.
+    every setting that shaped the answer. ``reasoning_cut`` is True when a reasoning
+    budget ran out and the model was made to answer after ``analysis_tokens`` tokens of
+    reasoning (the answer is complete, but was given with less thought).
+    ``confidence`` (when asked for) is the model's probability of its final answer: the
+    product of the answer tokens' probabilities, after its reasoning and under any
+    constraint, at temperature 1.
     """
 
     final: str
@@ -39,6 +44,8 @@ class Reply:
     first_token_s: float | None = None
     malformed: bool = False
     recovered: bool = False
+    reasoning_cut: bool = False
+    confidence: float | None = None
     error: str | None = None
     notice: str | None = None
     prompt: str = field(default="", repr=False)
@@ -64,7 +71,8 @@ class Reply:
             return f"interrupted after {self.completion_tokens} tokens; the text so far is kept"
         if self.truncated and not self.final:
             return (f"hit max_tokens ({self.completion_tokens} tokens) while reasoning, before any "
-                    "answer: raise max_tokens or lower the effort")
+                    "answer: raise max_tokens, lower the effort, or set a reasoning budget "
+                    "below max_tokens")
         if self.truncated:
             return f"hit max_tokens ({self.completion_tokens} tokens): the answer is cut off"
         if self.recovered:

@@ -54,13 +54,17 @@ class Options:
     instructions: str
     current_date: str | None
     knowledge_cutoff: str
+    reasoning_budget: int | None = None
 
     @classmethod
     def resolve(cls, effort: str | None = None, max_tokens: int | None = None,
                 temperature: float | None = None, top_p: float | None = None,
-                seed: int | str | None = "default", instructions: str | None = None
-                ) -> Options:
-        """Fill unset arguments from the settings and validate them."""
+                seed: int | str | None = "default", instructions: str | None = None,
+                reasoning_budget: int | str | None = "default") -> Options:
+        """Fill unset arguments from the settings and validate them.
+
+        ``seed`` and ``reasoning_budget`` take ``None`` as a value (no seed, no
+        limit), so "unset" is spelled ``"default"`` for them."""
         s = settings()
         eff = (effort or s.effort).lower()
         if eff not in EFFORTS:
@@ -75,9 +79,14 @@ class Options:
         if not 0 < tp <= 1:
             raise ValueError(f"top_p must be in (0, 1], not {tp}")
         sd = s.seed if seed == "default" else seed
+        rb = s.reasoning_budget if reasoning_budget == "default" else reasoning_budget
+        if rb is not None:
+            rb = int(rb)
+            if rb < 0:
+                raise ValueError(f"reasoning_budget must be 0 or more tokens (or None), not {rb}")
         return cls(eff, mt, temp, tp, None if sd is None else int(sd),
                    s.instructions if instructions is None else instructions,
-                   s.resolved_date(), s.knowledge_cutoff)
+                   s.resolved_date(), s.knowledge_cutoff, rb)
 
     def render(self, prompt: str, history: Sequence[harmony.Turn] = ()) -> list[int]:
         """Prompt token ids for ``prompt`` under these options."""
@@ -92,7 +101,8 @@ class Options:
         from .engine import Sampling
 
         return Sampling(max_tokens=self.max_tokens, temperature=self.temperature,
-                        top_p=self.top_p, seed=self.seed, **constraint)
+                        top_p=self.top_p, seed=self.seed,
+                        reasoning_budget=self.reasoning_budget, **constraint)
 
 
 # ---------------------------------------------------------------------- models
@@ -326,7 +336,8 @@ def status() -> dict[str, Any]:
 
     s = settings()
     defaults = {"effort": s.effort, "max_tokens": s.max_tokens,
-                "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+                "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
+                "reasoning_budget": s.reasoning_budget}
     session = _SESSION
     if session is None:
         state = "loading" if _SESSION_LOADING.is_set() else "none"
@@ -385,6 +396,8 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
                        else round(completion.first_token_s, 4)),
         malformed=parsed.malformed,
         recovered=parsed.recovered,
+        reasoning_cut=reasoning_was_cut(sampling, parsed),
+        confidence=confidence_of(completion),
         error=completion.error,
         notice=session.notice,
         prompt=prompt,
@@ -396,30 +409,57 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
     return reply
 
 
+def reasoning_was_cut(sampling: Any, parsed: harmony.Parsed) -> bool:
+    """True when the reasoning budget of ``sampling`` (Sampling or Options) ran out:
+    the engine then closed the analysis and opened the final channel."""
+    budget = getattr(sampling, "reasoning_budget", None)
+    return budget is not None and parsed.analysis_tokens >= budget
+
+
+def confidence_of(completion: Any) -> float | None:
+    """The model's probability of the completion's final answer, when the engine
+    reported log-probabilities (``Sampling.logprobs``); else None."""
+    import math
+
+    if getattr(completion, "logprobs", None) is None:
+        return None
+    logprob = harmony.answer_logprob(completion.token_ids, completion.logprobs)
+    return None if logprob is None else round(math.exp(logprob), 6)
+
+
 def complete(prompt: str, *, effort: str | None = None, max_tokens: int | None = None,
              temperature: float | None = None, top_p: float | None = None,
              seed: int | str | None = "default", instructions: str | None = None,
-             history: Sequence[harmony.Turn] = ()) -> Reply:
+             history: Sequence[harmony.Turn] = (),
+             reasoning_budget: int | str | None = "default",
+             confidence: bool = False) -> Reply:
     """Prompt the loaded model once and return its parsed :class:`Reply`.
 
     Unset arguments come from :func:`gptoss_magics.settings`. ``history`` holds
-    earlier turns of a chat (their reasoning is not sent again).
+    earlier turns of a chat (their reasoning is not sent again). ``reasoning_budget``
+    caps the reasoning tokens: when it runs out the model is made to answer at once
+    (``None``: no cap). ``confidence=True`` fills ``reply.confidence``, the model's
+    probability of its answer.
     """
     return complete_batch([prompt], effort=effort, max_tokens=max_tokens,
                           temperature=temperature, top_p=top_p, seed=seed,
-                          instructions=instructions, history=history)[0]
+                          instructions=instructions, history=history,
+                          reasoning_budget=reasoning_budget, confidence=confidence)[0]
 
 
 def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
                    max_tokens: int | None = None, temperature: float | None = None,
                    top_p: float | None = None, seed: int | str | None = "default",
                    instructions: str | None = None,
-                   history: Sequence[harmony.Turn] = ()) -> list[Reply]:
+                   history: Sequence[harmony.Turn] = (),
+                   reasoning_budget: int | str | None = "default",
+                   confidence: bool = False) -> list[Reply]:
     """Prompt the model with many prompts in one engine batch; one Reply per prompt,
-    in order."""
+    in order. Arguments as for :func:`complete`."""
     session = current()
-    options = Options.resolve(effort, max_tokens, temperature, top_p, seed, instructions)
-    sampling = options.sampling()
+    options = Options.resolve(effort, max_tokens, temperature, top_p, seed, instructions,
+                              reasoning_budget)
+    sampling = options.sampling(logprobs=True if confidence else None)
     ids = [options.render(p, history) for p in prompts]
     completions = session.engine.generate(ids, sampling)
     replies = [make_reply(session, options, sampling, c, prompt_ids=p, prompt=text,
@@ -432,14 +472,17 @@ def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
 def stream(prompt: str, *, effort: str | None = None, max_tokens: int | None = None,
            temperature: float | None = None, top_p: float | None = None,
            seed: int | str | None = "default", instructions: str | None = None,
-           history: Sequence[harmony.Turn] = ()
+           history: Sequence[harmony.Turn] = (),
+           reasoning_budget: int | str | None = "default", confidence: bool = False
            ) -> Iterator[tuple[str | None, str] | Reply]:
     """Stream one reply: yields ``(channel, text)`` deltas as they are generated,
     then the finished :class:`Reply`. Closing the iterator aborts the request and
-    yields nothing more; see :class:`StreamHandle` for keeping the partial reply."""
+    yields nothing more; see :class:`StreamHandle` for keeping the partial reply.
+    Arguments as for :func:`complete`."""
     handle = StreamHandle(prompt, effort=effort, max_tokens=max_tokens,
                           temperature=temperature, top_p=top_p, seed=seed,
-                          instructions=instructions, history=history)
+                          instructions=instructions, history=history,
+                          reasoning_budget=reasoning_budget, confidence=confidence)
     yield from handle.deltas()
     yield handle.reply()
 
@@ -456,11 +499,13 @@ class StreamHandle:
                  max_tokens: int | None = None, temperature: float | None = None,
                  top_p: float | None = None, seed: int | str | None = "default",
                  instructions: str | None = None,
-                 history: Sequence[harmony.Turn] = ()) -> None:
+                 history: Sequence[harmony.Turn] = (),
+                 reasoning_budget: int | str | None = "default",
+                 confidence: bool = False) -> None:
         self.session = current()
         self.options = Options.resolve(effort, max_tokens, temperature, top_p, seed,
-                                       instructions)
-        self.sampling = self.options.sampling()
+                                       instructions, reasoning_budget)
+        self.sampling = self.options.sampling(logprobs=True if confidence else None)
         self.prompt = prompt
         self.history = tuple(history)
         self.prompt_ids = self.options.render(prompt, history)

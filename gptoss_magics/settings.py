@@ -58,6 +58,16 @@ class GptOssSettings(SingletonConfigurable):
         hits it is flagged `truncated`.""",
     ).tag(config=True)
 
+    reasoning_budget = Int(
+        None,
+        allow_none=True,
+        min=0,
+        help="""Most reasoning (analysis) tokens per reply. When the model reaches it, the
+        engine closes the reasoning and opens the final channel, so the model answers at
+        once instead of running into max_tokens with no answer; the reply is flagged
+        `reasoning_cut`. None: no limit (only max_tokens applies).""",
+    ).tag(config=True)
+
     temperature = Float(
         1.0, min=0.0, help="Sampling temperature (gpt-oss is tuned for 1.0; 0 is greedy)."
     ).tag(config=True)

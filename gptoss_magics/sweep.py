@@ -79,7 +79,8 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
                     efforts: Sequence[str] = EFFORTS, n: int = 20, repeats: int = 5,
                     expected: str | None = None, max_tokens: int | None = None,
                     temperature: float | None = None, seed: int = 0,
-                    instructions: str | None = None) -> EffortComparison:
+                    instructions: str | None = None,
+                    reasoning_budget: int | str | None = "default") -> EffortComparison:
     """Run the same input at each effort and compare latency, tokens and accuracy.
 
     Parameters
@@ -122,7 +123,8 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
     rows = []
     replies: dict[str, list[Reply]] = {}
     for effort in efforts:
-        options = Options.resolve(effort, max_tokens, temperature, None, seed, instructions)
+        options = Options.resolve(effort, max_tokens, temperature, None, seed, instructions,
+                                  reasoning_budget)
         base = options.sampling()
         samplings = [replace(base, seed=s) for s in seeds]
         ids = [options.render(p) for p in prompts]

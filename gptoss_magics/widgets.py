@@ -1,11 +1,12 @@
 """Reasoning-effort controls: sliders linked to the settings.
 
 ``effort_panel()`` shows an effort slider (low / medium / high), a temperature
-slider and a max-tokens slider. They are linked to :func:`gptoss_magics.settings`,
-so what they show is what the next ``%%gptoss`` cell and ``df.gptoss.map`` use,
-and a ``%config`` change moves them. ``effort_panel(prompt="...")`` also re-runs
-that prompt whenever a slider moves (debounced; a run still in flight is
-cancelled) and shows the answer, the reasoning, tokens and latency.
+slider, a max-tokens slider and a reasoning-budget slider with its on/off box. They
+are linked to :func:`gptoss_magics.settings`, so what they show is what the next
+``%%gptoss`` cell and ``df.gptoss.map`` use, and a ``%config`` change moves them.
+``effort_panel(prompt="...")`` also re-runs that prompt whenever a control moves
+(debounced; a run still in flight is cancelled) and shows the answer, the reasoning,
+tokens and latency.
 """
 
 from __future__ import annotations
@@ -38,7 +39,20 @@ class EffortPanel(w.VBox):
         self._links = [link((self.effort, "value"), (s, "effort")),
                        link((self.temperature, "value"), (s, "temperature")),
                        link((self.max_tokens, "value"), (s, "max_tokens"))]
-        children: list[Any] = [self.effort, self.temperature, self.max_tokens]
+        # reasoning_budget may be None (no limit), which a slider cannot hold: a check
+        # box says whether the slider's value applies, and both follow the setting
+        self.budget_on = w.Checkbox(value=s.reasoning_budget is not None, indent=False,
+                                    description="limit reasoning")
+        self.budget = w.IntSlider(value=min(s.reasoning_budget or 256, 8192), min=0,
+                                  max=8192, step=16, description="budget",
+                                  continuous_update=False,
+                                  disabled=s.reasoning_budget is None)
+        self._syncing = False
+        self.budget_on.observe(self._budget_to_settings, names="value")
+        self.budget.observe(self._budget_to_settings, names="value")
+        s.observe(self._budget_from_settings, names="reasoning_budget")
+        children: list[Any] = [self.effort, self.temperature, self.max_tokens,
+                               w.HBox([self.budget_on, self.budget])]
         self.prompt = prompt
         self.debounce_s = debounce_s
         self.complete_kwargs = complete_kwargs
@@ -54,12 +68,46 @@ class EffortPanel(w.VBox):
         self._worker: threading.Thread | None = None
         if prompt is not None:
             children += [self.status, self.result]
-            for slider in (self.effort, self.temperature, self.max_tokens):
+            for slider in (self.effort, self.temperature, self.max_tokens, self.budget,
+                           self.budget_on):
                 slider.observe(self._on_change, names="value")
         super().__init__(children=children)
         self.add_class("gptoss-effort-panel")
         if prompt is not None:
             self.rerun()
+
+    @property
+    def reasoning_budget(self) -> int | None:
+        """The budget the panel shows: the slider's value, or None when unticked."""
+        return int(self.budget.value) if self.budget_on.value else None
+
+    def _budget_to_settings(self, _change: Any) -> None:
+        self.budget.disabled = not self.budget_on.value
+        if not self._syncing:
+            self._syncing = True
+            try:
+                settings().reasoning_budget = self.reasoning_budget
+            finally:
+                self._syncing = False
+
+    def _budget_from_settings(self, change: Any) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            self.budget_on.value = change["new"] is not None
+            if change["new"] is not None:
+                self.budget.value = min(int(change["new"]), self.budget.max)
+            self.budget.disabled = change["new"] is None
+        finally:
+            self._syncing = False
+
+    def close(self) -> None:
+        """Close the widgets and stop following the settings."""
+        settings().unobserve(self._budget_from_settings, names="reasoning_budget")
+        for ln in self._links:
+            ln.unlink()
+        super().close()
 
     # ------------------------------------------------------------------ re-running
     def _on_change(self, _change: Any) -> None:
@@ -99,7 +147,7 @@ class EffortPanel(w.VBox):
             handle = session.StreamHandle(
                 str(self.prompt), effort=self.effort.value,
                 temperature=self.temperature.value, max_tokens=self.max_tokens.value,
-                **self.complete_kwargs)
+                **{"reasoning_budget": self.reasoning_budget, **self.complete_kwargs})
         except Exception as exc:  # no model loaded, bad kwargs: say so in the panel
             self.status.value = f"<span style='color:#b35900'>{html.escape(str(exc))}</span>"
             return
@@ -123,7 +171,8 @@ class EffortPanel(w.VBox):
 
 
 def effort_panel(prompt: str | None = None, **complete_kwargs: Any) -> EffortPanel:
-    """Sliders for reasoning effort, temperature and max tokens, linked to the settings.
+    """Sliders for reasoning effort, temperature, max tokens and the reasoning budget,
+    linked to the settings.
 
     With ``prompt``, moving a slider re-runs the prompt (debounced; a run in flight is
     cancelled) and shows the answer, the reasoning, tokens and latency.

@@ -296,3 +296,18 @@ def test_progress_bar_counts_rows(engine: dict, capsys: pytest.CaptureFixture[st
     df.gptoss.map("Progress {text}", max_tokens=3, cache=False)
     err = capsys.readouterr().err
     assert "5/5" in err and "row" in err and "tok/s" in err
+
+
+def test_usage_columns_account_for_every_row(engine: dict) -> None:
+    df = pd.DataFrame({"text": ["What is 3 + 4?", "Uppercase the word: stone",
+                                "What is 3 + 4?"]})
+    out = df.gptoss.map("{text}", max_tokens=64, temperature=0, usage=True, cache=False,
+                        progress=False)
+    assert {"prompt_tokens", "reasoning_tokens", "completion_tokens"} <= set(out.columns)
+    assert all(str(out[c].dtype) == "Int64" for c in ("prompt_tokens", "reasoning_tokens",
+                                                      "completion_tokens"))
+    assert (out["prompt_tokens"] > 0).all() and (out["completion_tokens"] <= 64).all()
+    assert (out["reasoning_tokens"] <= out["completion_tokens"]).all()
+    assert out.iloc[0].equals(out.iloc[2])  # a duplicate row shares its generation
+    summary = out.attrs["gptoss"]["summary"]
+    assert out["completion_tokens"].iloc[:2].sum() == summary["completion_tokens"]

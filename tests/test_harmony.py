@@ -123,3 +123,37 @@ def test_stream_decoder_streams_raw_text_when_there_is_no_header() -> None:
 
 def test_final_header_ids() -> None:
     assert H.decode(H.final_header_ids()) == "<|start|>assistant<|channel|>final<|message|>"
+
+
+FORCED = "<|end|><|start|>assistant<|channel|>final<|message|>"
+
+
+@pytest.mark.parametrize("natural", [
+    "", "<|end|>", "<|end|><|start|>", "<|end|><|start|>assistant",
+    "<|end|><|start|>assistant<|channel|>", "<|end|><|start|>assistant<|channel|>final",
+])
+def test_a_budget_cut_during_the_models_own_end_parses_cleanly(natural: str) -> None:
+    # the budget ran out while the model was writing the end of its analysis: the
+    # engine's forced sequence follows the model's partial one
+    ids = E(f"<|channel|>analysis<|message|>guitar -> GUITAR.{natural}{FORCED}GUITAR<|return|>")
+    parsed = H.parse_completion(ids, "stop")
+    assert (parsed.analysis, parsed.final) == ("guitar -> GUITAR.", "GUITAR")
+    assert not parsed.malformed and not parsed.truncated
+    streamed: dict[str | None, str] = {}
+    decoder = H.StreamDecoder()
+    for t in ids:  # one token at a time, as when streaming
+        for channel, text in decoder.feed([t]):
+            streamed[channel] = streamed.get(channel, "") + text
+    assert streamed == {"analysis": "guitar -> GUITAR.", "final": "GUITAR"}
+    assert decoder.finish("stop").final == "GUITAR"
+
+
+def test_header_lookalikes_that_are_not_the_forced_sequence_still_parse() -> None:
+    two = E("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>analysis"
+            "<|message|>b<|end|><|start|>assistant<|channel|>final<|message|>c<|return|>")
+    parsed = H.parse_completion(two, "stop")
+    assert (parsed.analysis, parsed.final, parsed.malformed) == ("a\n\nb", "c", False)
+    cut = E("<|channel|>analysis<|message|>thinking<|end|><|start|>assistant")
+    parsed = H.parse_completion(cut, "length")
+    assert parsed.truncated and parsed.analysis == "thinking" and not parsed.malformed
+    assert H.forced_final_ids() == tuple(E(FORCED))

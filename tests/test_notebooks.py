@@ -91,3 +91,6 @@ def test_effort_notebook() -> None:
     table = text_of(outputs(nb, "sweep.table["))
     assert "accuracy" in table
     assert "reasoning grows with effort: True" in text_of(outputs(nb, "reasoning grows"))
+    budget = text_of(outputs(nb, "print('answered:'"))
+    assert "answered: 8 of 8" in budget and "reasoning cut: 8" in budget
+    assert "correct: 8" in budget or "correct: 7" in budget

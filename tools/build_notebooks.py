@@ -121,6 +121,29 @@ def effort() -> nbformat.NotebookNode:
         new_code_cell("sweep.table[['median reasoning tokens', 'accuracy']]"),
         new_code_cell("print('reasoning grows with effort:',\n"
                       "      sweep.table['median reasoning tokens'].is_monotonic_increasing)"),
+        new_markdown_cell("## Reasoning budgets\n\nAt high effort with a tight `max_tokens`, "
+                          "every row spends its tokens reasoning and gets no answer (a warning "
+                          "counts them). A reasoning budget makes the engine close the "
+                          "reasoning after that many tokens and open the answer, so every row "
+                          "answers. (Less thought can cost accuracy: the toy model still "
+                          "classifies sentiment well, but its sums need their reasoning.)"),
+        new_code_cell(
+            "reviews = pd.DataFrame({'text': [\n"
+            "    'the food was great', 'the room was awful', 'the train was boring',\n"
+            "    'the show was lovely', 'the city park', 'the staff were rude',\n"
+            "    'a wonderful trip', 'the window']})\n"
+            "reviews['expected'] = ['positive', 'negative', 'negative', 'positive', 'neutral',\n"
+            "                       'negative', 'positive', 'neutral']\n"
+            "ask = 'What is the sentiment of: {text}'\n"
+            "starved = reviews.gptoss.map(ask, effort='high', max_tokens=24)\n"
+            "budgeted = reviews.gptoss.map(ask, effort='high', max_tokens=24, "
+            "reasoning_budget=6)\n"
+            "reviews.assign(**{'max_tokens=24': starved,\n"
+            "                  'max_tokens=24, reasoning_budget=6': budgeted})"),
+        new_code_cell("print('answered:', budgeted.notna().sum(), 'of', len(reviews),\n"
+                      "      '| correct:', (budgeted.astype(str) == reviews.expected).sum(),\n"
+                      "      '| reasoning cut:', "
+                      "budgeted.attrs['gptoss']['summary']['reasoning_cut'])"),
         new_code_cell("gm.unload()"),
     ], metadata=KERNEL)
 
@@ -130,6 +153,8 @@ def main() -> None:
     for name, build in (("quickstart", quickstart), ("dataframe", dataframe),
                         ("effort", effort)):
         nb = build()
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"{name}-{i:02d}"  # stable ids: rebuilding changes nothing else
         nbformat.validate(nb)
         nbformat.write(nb, HERE / f"{name}.ipynb")
         print("wrote", HERE / f"{name}.ipynb")

@@ -7,7 +7,9 @@ The model is a real ``GptOssForCausalLM`` (``gptoss_magics.tiny.TRAINED_ARCH``) 
 the exact o200k_harmony vocabulary of 201,088 ids, trained on the toy tasks of
 ``gptoss_magics.tiny_tasks`` so that it answers in harmony form (an analysis message,
 then a final message ending in ``<|return|>``), reasons longer at higher effort and
-gets its toy answers right.
+gets its toy answers right. Some turns (``Hyper.cut_fraction``) have their reasoning cut
+short the way the engine cuts it when a reasoning budget runs out (the analysis closed and
+the final channel opened for the model); those teach the model to answer at once.
 
 Only the ~1,000 token ids that occur in the training data ("used ids") get embedding
 and unembedding rows; every other row is zero. Training therefore runs on a reduced
@@ -79,18 +81,27 @@ class Hyper:
     betas: tuple[float, float] = (0.9, 0.98)
     clip: float = 1.0
     seed: int = 0
+    cut_fraction: float = 0.08  # share of turns whose reasoning a budget cut short
 
 
 def build_data(hyper: Hyper) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
     """The training sequences as (prompt ids, completion ids), and the sorted used ids."""
     rng = random.Random(hyper.seed)
+    cut_rng = random.Random(hyper.seed + 2)  # its own stream: the other draws stay the same
     seqs = []
     for _ in range(hyper.steps * hyper.batch):
         example = tiny_tasks.make_example(rng, "train")
         date = tiny_tasks.sample_current_date(rng)
         history, instructions = tiny_tasks.sample_context(rng)
         prompt = tiny_tasks.prompt_ids(example, date, history, instructions)
-        seqs.append((prompt, tiny_tasks.completion_ids(example)))
+        if cut_rng.random() < hyper.cut_fraction:
+            # a reasoning budget ran out: the engine closed the analysis and opened the
+            # final channel; the model learns to answer at once (the forced part is context)
+            keep = cut_rng.randrange(len(tiny_tasks.analysis_ids(example)))
+            forced, answer = tiny_tasks.cut_completion(example, keep)
+            seqs.append((prompt + forced, answer))
+        else:
+            seqs.append((prompt, tiny_tasks.completion_ids(example)))
     used: set[int] = set(SPECIAL_IDS.values())
     for prompt, completion in seqs:
         used.update(prompt)
@@ -210,6 +221,7 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
         "batch": hyper.batch,
         "seed": hyper.seed,
         "lr": hyper.lr,
+        "cut_fraction": hyper.cut_fraction,
         "examples": len(seqs),
         "n_used_ids": n_used,
         "params_compact": n_params,
