@@ -25,6 +25,7 @@ from .errors import (
     EngineNotLoadedError,
     GptOssError,
     MissingDependencyError,
+    ModelFolderError,
     ModelNotFoundError,
     TemplateError,
 )
@@ -34,6 +35,7 @@ from .frame import (  # importing frame registers df.gptoss and series.gptoss
     last_result,
 )
 from .harmony import Turn
+from .model_check import ModelCheck, check_model
 from .reply import Reply
 from .session import complete, complete_batch, is_loaded, load, status, stream, unload
 from .settings import GptOssSettings, settings
@@ -54,12 +56,15 @@ __all__ = [
     "GptOssSettings",
     "GptOssWarning",
     "MissingDependencyError",
+    "ModelCheck",
+    "ModelFolderError",
     "ModelNotFoundError",
     "Reply",
     "RowError",
     "TemplateError",
     "Turn",
     "__version__",
+    "check_model",
     "compare_efforts",
     "complete",
     "complete_batch",

@@ -1,5 +1,6 @@
-"""Command line: ``python -m gptoss_magics demo`` (the tour on the tiny model) and
-``python -m gptoss_magics build-tiny`` (prepare the tiny model ahead of time)."""
+"""Command line: ``python -m gptoss_magics demo`` (the tour on the tiny model),
+``python -m gptoss_magics build-tiny`` (prepare the tiny model ahead of time) and
+``python -m gptoss_magics check PATH`` (check a weights folder before loading it)."""
 
 from __future__ import annotations
 
@@ -70,9 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("model", nargs="?", default="tiny")
     b = sub.add_parser("build-tiny", help="build the embedded tiny model into the cache")
     b.add_argument("--name", default="tiny")
+    c = sub.add_parser("check", help="check a weights folder (offline, headers only): "
+                                     "exit 0 when it can be loaded")
+    c.add_argument("path")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.model)
+    if args.command == "check":
+        from gptoss_magics.model_check import check_model
+
+        result = check_model(args.path)
+        print(repr(result))
+        return 0 if result.ok else 1
     from gptoss_magics.tiny import build_tiny
 
     print(build_tiny(args.name))

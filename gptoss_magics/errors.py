@@ -10,7 +10,8 @@ everything this package raises on purpose::
     ├── EngineLoadError          vLLM could not start (bad folder, out of memory, ...)
     ├── EngineDeadError          the engine stopped while running
     ├── ModelNotFoundError       no local weights for the requested model
-    ├── MissingDependencyError   vLLM (or another optional package) is not installed
+    │   └── ModelFolderError     the weights folder is incomplete or damaged
+    ├── MissingDependencyError   vLLM (or a feature of it) is not installed
     ├── TemplateError            a prompt template names something that does not exist
     └── frame.RowError           a DataFrame row failed, with map(..., on_error="raise")
 
@@ -49,6 +50,10 @@ class EngineDeadError(GptOssError):
 
 class ModelNotFoundError(GptOssError):
     """Raised when the requested weights are not on this machine."""
+
+
+class ModelFolderError(ModelNotFoundError):
+    """Raised when a weights folder is incomplete or damaged (see ``check_model``)."""
 
 
 class MissingDependencyError(GptOssError):

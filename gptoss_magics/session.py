@@ -29,8 +29,10 @@ from . import harmony
 from .errors import (
     EngineAlreadyLoadedError,
     EngineNotLoadedError,
+    ModelFolderError,
     ModelNotFoundError,
 )
+from .model_check import check_model
 from .reply import Reply
 from .settings import EFFORTS, settings
 from .tiny import TINY_ENGINE_ARGS, build_tiny, is_tiny, notice_for, tiny_info
@@ -276,14 +278,22 @@ def load(model: str | None = None, **engine_args: Any) -> dict[str, Any]:
     from .engine import Engine, MemoryReport
 
     with _LOCK:
+        s = settings()
+        name = model or s.model
+        # the folder first: a broken copy is worth knowing about before unloading anything
+        path, tiny = resolve_model(name)
+        check = check_model(path)
+        if not check.ok:
+            more = len(check.problems) - 1
+            raise ModelFolderError(
+                f"{path} cannot be loaded: {check.problems[0]}" + (
+                    f" (and {more} more problem{'s' if more > 1 else ''}: "
+                    f"gptoss_magics.check_model({str(path)!r}) lists them)" if more else ""))
         if _SESSION is not None:
             raise EngineAlreadyLoadedError(
                 f"{_SESSION.label} is already loaded: run gptoss_magics.unload() "
                 "(%gptoss_unload) first, then load again."
             )
-        s = settings()
-        name = model or s.model
-        path, tiny = resolve_model(name)
         args: dict[str, Any] = dict(TINY_ENGINE_ARGS) if tiny else {}
         if tiny:
             args["use_tqdm_on_load"] = False

@@ -59,7 +59,8 @@ class EffortComparison:
                 x = x0 + pad + j * bar
                 y = height - pad - h
                 parts.append(f"<rect x='{x + 3:.1f}' y='{y:.1f}' width='{bar - 6:.1f}' "
-                             f"height='{h:.1f}' fill='{colors.get(str(effort), '#888')}'/>")
+                             f"height='{h:.1f}' "
+                             f"fill='{colors.get(str(effort).split(',')[0], '#888')}'/>")
                 parts.append(f"<text x='{x + bar / 2:.1f}' y='{y - 3:.1f}' "
                              f"text-anchor='middle' font-size='10'>{value:.3g}</text>")
                 parts.append(f"<text x='{x + bar / 2:.1f}' y='{height - 8}' "
@@ -80,7 +81,8 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
                     expected: str | None = None, max_tokens: int | None = None,
                     temperature: float | None = None, seed: int = 0,
                     instructions: str | None = None,
-                    reasoning_budget: int | str | None = "default") -> EffortComparison:
+                    reasoning_budget: int | str | None = "default",
+                    budgets: Sequence[int | None] | None = None) -> EffortComparison:
     """Run the same input at each effort and compare latency, tokens and accuracy.
 
     Parameters
@@ -93,6 +95,11 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
     expected : str, optional
         With a DataFrame: the column holding the right answer; adds an accuracy
         row (the final answer, stripped and case-folded, equals it).
+    reasoning_budget : int or None, optional
+        The reasoning budget of every run (default: the setting).
+    budgets : list of int or None, optional
+        Compare these reasoning budgets too (``None``: no budget): one row per effort and
+        budget, e.g. ``budgets=[None, 256, 1024]``, to choose both for a long job.
     """
     session = current()
     for effort in efforts:
@@ -122,9 +129,15 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
 
     rows = []
     replies: dict[str, list[Reply]] = {}
-    for effort in efforts:
+    labels = []
+    runs = [(effort, b) for effort in efforts
+            for b in (budgets if budgets is not None else [reasoning_budget])]
+    for effort, budget in runs:
         options = Options.resolve(effort, max_tokens, temperature, None, seed, instructions,
-                                  reasoning_budget)
+                                  budget)
+        key = effort if budgets is None else (
+            f"{effort}, {'no budget' if budget is None else f'budget {budget}'}")
+        labels.append(key)
         base = options.sampling()
         samplings = [replace(base, seed=s) for s in seeds]
         ids = [options.render(p) for p in prompts]
@@ -133,7 +146,7 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
         wall = time.perf_counter() - t0
         out = [make_reply(session, options, s, c, prompt_ids=i, prompt=p)
                for c, s, i, p in zip(completions, samplings, ids, prompts, strict=True)]
-        replies[effort] = out
+        replies[key] = out
         row: dict[str, Any] = {
             "n": len(out),
             "median latency s": _median([r.latency_s for r in out]),
@@ -141,6 +154,7 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
             "median answer tokens": _median([r.completion_tokens - r.analysis_tokens
                                              for r in out]),
             "truncated": sum(r.truncated for r in out),
+            "reasoning cut": sum(r.reasoning_cut for r in out),
             "batch s": round(wall, 3),
             "rows per s": round(len(out) / wall, 2) if wall > 0 else float("nan"),
         }
@@ -149,5 +163,6 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
                         for r, a in zip(out, answers, strict=True))
             row["accuracy"] = right / len(out) if out else float("nan")
         rows.append(row)
-    table = pd.DataFrame(rows, index=pd.Index(list(efforts), name="effort"))
+    name = "effort" if budgets is None else "effort, reasoning budget"
+    table = pd.DataFrame(rows, index=pd.Index(labels, name=name))
     return EffortComparison(table, replies, label)

@@ -231,3 +231,19 @@ def test_an_engine_without_budgets_says_so(engine: dict, monkeypatch: pytest.Mon
     with pytest.raises(gm.GptOssError, match=r"no reasoning budgets.*upgrade vllm"):
         gm.complete("hi", reasoning_budget=4)
     assert gm.complete("hi", max_tokens=4, reasoning_budget=None).completion_tokens > 0
+
+
+def test_the_sweep_compares_budgets(engine: dict, pinned_date: None) -> None:
+    _needs_trained(engine)
+    sums = [ex for ex in T.held_out(8, seed=24) if ex.task == "add" and ex.effort == "high"]
+    df = pd.DataFrame({"q": [ex.user for ex in sums], "a": [ex.answer for ex in sums]})
+    result = gm.compare_efforts(df, "{q}", expected="a", efforts=["high"],
+                                budgets=[None, 4], max_tokens=160, temperature=0)
+    table = result.table
+    assert list(table.index) == ["high, no budget", "high, budget 4"]
+    assert list(table["reasoning cut"]) == [0, len(sums)]
+    assert table.loc["high, budget 4", "median reasoning tokens"] == 4
+    # the toy sums need their reasoning: the sweep shows what the budget costs
+    assert table.loc["high, no budget", "accuracy"] >= 0.8
+    assert table.loc["high, budget 4", "accuracy"] <= 0.3
+    assert "high, budget 4" in result._repr_html_()
