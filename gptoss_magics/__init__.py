@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import (
+    CancelledError,
     EngineAlreadyLoadedError,
     EngineDeadError,
     EngineLoadError,
@@ -31,6 +32,8 @@ from .errors import (
 )
 from .frame import (  # importing frame registers df.gptoss and series.gptoss
     GptOssWarning,
+    MapJob,
+    MapPlan,
     RowError,
     last_result,
 )
@@ -48,6 +51,7 @@ except Exception:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "CancelledError",
     "EngineAlreadyLoadedError",
     "EngineDeadError",
     "EngineLoadError",
@@ -55,6 +59,8 @@ __all__ = [
     "GptOssError",
     "GptOssSettings",
     "GptOssWarning",
+    "MapJob",
+    "MapPlan",
     "MissingDependencyError",
     "ModelCheck",
     "ModelFolderError",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from .errors import EngineDeadError, EngineLoadError, MissingDependencyError
+from .errors import CancelledError, EngineDeadError, EngineLoadError, MissingDependencyError
 
 #: Requests that finished for a reason the caller should know about.
 FINISH_REASONS = ("stop", "length", "abort", "error")
@@ -96,6 +96,7 @@ class Job:
         self._first: list[float | None] = [None] * n
         self._plen: list[int] = [0] * n
         self._lps: list[list[float] | None] = [None] * n
+        self.priority = 0
 
     def request_id(self, index: int) -> str:
         return f"{self.id}-{index}"
@@ -115,14 +116,18 @@ class Job:
             if item.done is not None:
                 self.completions[item.index] = item.done
 
-    def iter_events(self, poll_s: float = 0.05) -> Iterator[Event]:
+    def iter_events(self, poll_s: float = 0.05,
+                    cancel: threading.Event | None = None) -> Iterator[Event]:
         """Yield events until every request finished; raise the engine's error, if any.
 
         The wait wakes up every ``poll_s`` seconds so that KeyboardInterrupt is
-        delivered promptly to the calling (main) thread.
+        delivered promptly to the calling (main) thread, and ``cancel`` (when given and
+        set) raises :class:`CancelledError`.
         """
         remaining = sum(c is None for c in self.completions)
         while remaining:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("cancelled")
             try:
                 item = self.events.get(timeout=poll_s)
             except queue.Empty:
@@ -338,8 +343,12 @@ class Engine:
 
     # ------------------------------------------------------------------ requests
     def submit(self, prompts: Sequence[Sequence[int]],
-               sampling: Sampling | Sequence[Sampling], *, stream: bool = False) -> Job:
-        """Queue token prompts; returns a :class:`Job` whose events report progress."""
+               sampling: Sampling | Sequence[Sampling], *, stream: bool = False,
+               priority: int = 0) -> Job:
+        """Queue token prompts; returns a :class:`Job` whose events report progress.
+
+        ``priority``: lower runs first. Interactive requests use 0 and background maps
+        1, so that a cell's request does not wait behind thousands of queued rows."""
         self._check_alive()
         samplings = [sampling] * len(prompts) if isinstance(sampling, Sampling) \
             else list(sampling)
@@ -354,25 +363,28 @@ class Engine:
                 f"this vLLM ({self.info.get('vllm')}) has no reasoning budgets "
                 "(thinking_token_budget): upgrade vllm, or leave reasoning_budget unset")
         job = Job(self, len(prompts))
+        job.priority = priority if self.info.get("priority") else 0  # fcfs: no priorities
         self._command(("add", job, [list(p) for p in prompts], samplings, stream))
         return job
 
     def generate(self, prompts: Sequence[Sequence[int]],
                  sampling: Sampling | Sequence[Sampling], *,
-                 on_done: Callable[[Completion], None] | None = None) -> list[Completion]:
+                 on_done: Callable[[Completion], None] | None = None,
+                 priority: int = 0, cancel: threading.Event | None = None
+                 ) -> list[Completion]:
         """Generate every prompt in one batch; Completions come back in prompt order.
 
         ``on_done`` is called (on the calling thread) as each request finishes, so
-        that finished work can be saved at once. On KeyboardInterrupt the unfinished
-        requests are aborted and the interrupt propagates; what finished was already
-        handed to ``on_done``.
+        that finished work can be saved at once. On KeyboardInterrupt, or when
+        ``cancel`` is set (:class:`CancelledError`), the unfinished requests are aborted
+        and the exception propagates; what finished was already handed to ``on_done``.
         """
-        job = self.submit(prompts, sampling)
+        job = self.submit(prompts, sampling, priority=priority)
         try:
-            for event in job.iter_events():
+            for event in job.iter_events(cancel=cancel):
                 if event.done is not None and on_done is not None:
                     on_done(event.done)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, CancelledError):
             job.abort()
             raise
         return [c for c in job.completions if c is not None]
@@ -435,9 +447,12 @@ class Engine:
 
                 args = {**parser_kwargs(), **_platform_defaults(engine_args), **engine_args}
                 args.setdefault("seed", 0)
+                # interactive requests (priority 0) go ahead of background maps (1)
+                args.setdefault("scheduling_policy", "priority")
                 self._llm = LLM(model=model, **args)
             self.info = self._describe(model, multiprocess, time.perf_counter() - t0)
             self.info["reasoning_budget"] = args.get("reasoning_config") is not None
+            self.info["priority"] = args.get("scheduling_policy") == "priority"
             if self._cancel_load.is_set():  # the caller gave up while vLLM was starting
                 self._closed = True
                 self._shutdown()
@@ -532,7 +547,8 @@ class Engine:
                 continue
             try:
                 params = self._sampling_params(s, min(s.max_tokens, room), stream, output_kind)
-                engine.add_request(rid, tokens_prompt(prompt_token_ids=ids), params)
+                engine.add_request(rid, tokens_prompt(prompt_token_ids=ids), params,
+                                   priority=job.priority)
             except Exception as exc:
                 self._finish_with_error(job, i, len(ids), f"{type(exc).__name__}: {exc}")
                 continue

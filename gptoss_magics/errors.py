@@ -12,6 +12,7 @@ everything this package raises on purpose::
     ├── ModelNotFoundError       no local weights for the requested model
     │   └── ModelFolderError     the weights folder is incomplete or damaged
     ├── MissingDependencyError   vLLM (or a feature of it) is not installed
+    ├── CancelledError           a background map was cancelled (finished rows are kept)
     ├── TemplateError            a prompt template names something that does not exist
     └── frame.RowError           a DataFrame row failed, with map(..., on_error="raise")
 
@@ -58,6 +59,10 @@ class ModelFolderError(ModelNotFoundError):
 
 class MissingDependencyError(GptOssError):
     """Raised when an optional dependency such as vLLM is not installed."""
+
+
+class CancelledError(GptOssError):
+    """Raised when a background job was cancelled (finished rows are kept)."""
 
 
 class TemplateError(GptOssError, KeyError):

@@ -37,7 +37,7 @@ import pandas as pd
 
 from . import audit, harmony
 from . import template as tmpl
-from .errors import EngineDeadError, GptOssError, TemplateError
+from .errors import CancelledError, EngineDeadError, GptOssError, TemplateError
 from .session import Options, Session, current, reasoning_was_cut
 
 #: the result of the last map, complete or partial (after an interrupt or a crash)
@@ -407,6 +407,14 @@ class RowMapper:
         self._session = session
         self.summary = MapSummary(rows=len(frame))
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self):x}"
+        # set by MapJob for a background run
+        self.priority = 0
+        self.cancel: threading.Event | None = None
+        self.quiet = False  # keep the warning in self.warning instead of warning
+        self.warning: str | None = None
+        # progress, readable from other threads while running
+        self.rows_done = 0
+        self.tokens_generated = 0
 
     def _examples(self, examples: Any) -> tuple[harmony.Turn, ...]:
         """Worked examples as earlier chat turns: the template filled with each example's
@@ -534,10 +542,12 @@ class RowMapper:
                     results[k] = cached
             self.summary.cached = len(results)
             todo = [i for i, k in enumerate(keys) if k not in results]
+            waiting = {unique[i] for i in todo}
+            self.rows_done = sum(1 for p in prompts if p not in waiting)
             interrupted: BaseException | None = None
             try:
                 self._generate(todo, ids, keys, sampling, results, store, prompts, unique)
-            except (KeyboardInterrupt, EngineDeadError) as exc:
+            except (KeyboardInterrupt, EngineDeadError, CancelledError) as exc:
                 interrupted = exc
         finally:
             if store is not None:
@@ -554,6 +564,8 @@ class RowMapper:
                     "same map again generates only the rest.")
             if isinstance(interrupted, KeyboardInterrupt):
                 raise KeyboardInterrupt(f"map interrupted: {note}") from None
+            if isinstance(interrupted, CancelledError):
+                raise CancelledError(f"map cancelled: {note}") from None
             raise EngineDeadError(f"{interrupted} {note}") from interrupted
         self._warn()
         return result
@@ -587,6 +599,8 @@ class RowMapper:
                 audit.write({"kind": "map_row", "run": self.run_id, "key": keys[index],
                              "prompt": unique[index], **res.to_json()})
             tokens[0] += res.completion_tokens
+            self.tokens_generated = tokens[0]
+            self.rows_done += rows_per_prompt[unique[index]]
             if bar is not None:
                 bar.update(rows_per_prompt[unique[index]])
                 elapsed = time.perf_counter() - t0
@@ -608,12 +622,14 @@ class RowMapper:
         engine = self.session.engine
         try:
             batch = todo
-            engine.generate([ids[i] for i in batch], sampling, on_done=on_done(True))
+            engine.generate([ids[i] for i in batch], sampling, on_done=on_done(True),
+                            priority=self.priority, cancel=self.cancel)
             if retry:
                 self.summary.retried = len(retry)
                 batch = list(retry)
                 again = _reseeded(sampling)
-                engine.generate([ids[i] for i in batch], again, on_done=on_done(False))
+                engine.generate([ids[i] for i in batch], again, on_done=on_done(False),
+                                priority=self.priority, cancel=self.cancel)
         finally:
             if bar is not None:
                 bar.close()
@@ -752,7 +768,9 @@ class RowMapper:
             problems.append(f"{s.missing} of {s.rows} rows had missing values and were not "
                             "sent (<NA>)")
         if problems:
-            warnings.warn("; ".join(problems), GptOssWarning, stacklevel=4)
+            self.warning = "; ".join(problems)
+            if not self.quiet:
+                warnings.warn(self.warning, GptOssWarning, stacklevel=4)
 
 
 def _row_error(r: RowResult | None) -> str | None:
@@ -833,6 +851,112 @@ _MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the ind
     """
 
 
+class MapJob:
+    """A map running in the background (``df.gptoss.submit``): the kernel stays free.
+
+    Its rows go to the engine at a lower priority than interactive requests, so
+    ``%%gptoss`` cells and ``complete`` calls made meanwhile are answered first. Every
+    finished row is saved to the result cache as it comes, as in a foreground map.
+
+    ``job.result()`` waits and returns what ``map`` returns (or raises what it raised);
+    ``job.cancel()`` stops it (finished rows stay in the cache, so a later map of the
+    same rows generates only the rest); ``job.done``, ``job.rows_done`` and
+    ``job.rows`` report progress, and the job displays as a progress line.
+    """
+
+    def __init__(self, mapper: RowMapper) -> None:
+        mapper.session  # noqa: B018 - raises EngineNotLoadedError here, not in the thread
+        mapper.progress = False
+        mapper.quiet = True
+        mapper.priority = 1
+        mapper.cancel = threading.Event()
+        self._mapper = mapper
+        self._result: pd.Series | pd.DataFrame | None = None
+        self._error: BaseException | None = None
+        self._t0 = time.perf_counter()
+        self._t1: float | None = None
+        self._thread = threading.Thread(target=self._run, name="gptoss-map", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._mapper.run()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+        finally:
+            self._t1 = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        """True once the map has finished, failed or been cancelled."""
+        return not self._thread.is_alive()
+
+    @property
+    def rows(self) -> int:
+        """Rows of the DataFrame."""
+        return len(self._mapper.frame)
+
+    @property
+    def rows_done(self) -> int:
+        """Rows finished so far (from the cache, generated, or missing values)."""
+        return self._mapper.rows_done
+
+    @property
+    def seconds(self) -> float:
+        """Time since the job started (until it ended)."""
+        return (self._t1 or time.perf_counter()) - self._t0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (None: until done); True when done."""
+        self._thread.join(timeout)
+        return self.done
+
+    def cancel(self, wait: bool = True) -> None:
+        """Stop the job: unfinished rows are aborted, finished ones stay in the cache."""
+        assert self._mapper.cancel is not None
+        self._mapper.cancel.set()
+        if wait:
+            self.wait(60)
+
+    def result(self, timeout: float | None = None) -> pd.Series | pd.DataFrame:
+        """Wait for the map and return its result, or raise its error
+        (:class:`CancelledError` after :meth:`cancel`)."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"the map is still running ({self._progress()}); wait longer, "
+                               "or cancel() it")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        if self._mapper.warning:
+            warnings.warn(self._mapper.warning, GptOssWarning, stacklevel=2)
+        return self._result
+
+    def _state(self) -> str:
+        if not self.done:
+            return "running"
+        if isinstance(self._error, CancelledError):
+            return "cancelled"
+        return "failed" if self._error is not None else "done"
+
+    def _progress(self) -> str:
+        rows = max(self.rows, 1)
+        speed = self._mapper.tokens_generated / max(self.seconds, 1e-9)
+        return (f"{self.rows_done:,} of {self.rows:,} rows ({100 * self.rows_done / rows:.0f}%), "
+                f"{speed:,.0f} tok/s, {self.seconds:,.1f} s")
+
+    def __repr__(self) -> str:
+        tail = {"running": ".result() waits for it, .cancel() stops it",
+                "done": ".result() has it", "cancelled": "finished rows are in the cache",
+                "failed": f"{type(self._error).__name__}: {self._error}"}[self._state()]
+        return f"MapJob {self._state()}: {self._progress()}; {tail}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return (f"<div class='gptoss-map-job'><progress value='{self.rows_done}' "
+                f"max='{max(self.rows, 1)}'></progress> {html.escape(repr(self))}</div>")
+
+
 @pd.api.extensions.register_dataframe_accessor("gptoss")
 class DataFrameAccessor:
     """``df.gptoss``: run gpt-oss over the rows of a DataFrame."""
@@ -844,6 +968,12 @@ class DataFrameAccessor:
         return RowMapper(self._frame, template, **kwargs).run()
 
     map.__doc__ = _MAP_DOC
+
+    def submit(self, template: str, **kwargs: Any) -> MapJob:
+        """Start ``map`` (same arguments) in the background and return its
+        :class:`MapJob` at once: the notebook stays usable, and interactive requests made
+        meanwhile go ahead of its rows. ``job.result()`` gives the column."""
+        return MapJob(RowMapper(self._frame, template, **kwargs))
 
     def plan(self, template: str, **kwargs: Any) -> MapPlan:
         """What ``map`` with the same arguments would do, without generating: rows,
@@ -864,6 +994,10 @@ class SeriesAccessor:
         return self._mapper(template, **kwargs).run()
 
     map.__doc__ = _MAP_DOC.replace("``{column}`` fields", "``{}`` or ``{value}`` for the value")
+
+    def submit(self, template: str, **kwargs: Any) -> MapJob:
+        """Start ``map`` in the background (see ``DataFrame.gptoss.submit``)."""
+        return MapJob(self._mapper(template, **kwargs))
 
     def plan(self, template: str, **kwargs: Any) -> MapPlan:
         """What ``map`` with the same arguments would do, without generating (see

@@ -1,0 +1,95 @@
+"""Background maps (df.gptoss.submit): the kernel stays free, interactive requests go first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import gptoss_magics as gm
+from gptoss_magics.frame import MapJob
+from gptoss_magics.session import current
+
+pytestmark = pytest.mark.engine
+
+WORDS = ["river", "stone", "garden", "window", "tiger", "castle", "honey", "rocket"]
+
+
+def sums(n: int, offset: int = 0) -> pd.DataFrame:
+    """``n`` distinct sums (up to 1,000)."""
+    return pd.DataFrame({"q": [f"What is {(i + offset) % 100} + {(i + offset) // 100 % 10}?"
+                               for i in range(n)]})
+
+
+def wait_until(condition, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_background_map_gives_the_map_result(engine: dict) -> None:
+    df = pd.DataFrame({"w": WORDS * 3})
+    kw = {"effort": "low", "temperature": 0, "max_tokens": 64, "cache": False}
+    job = df.gptoss.submit("Uppercase the word: {w}", **kw)
+    assert isinstance(job, MapJob)
+    result = job.result(timeout=300)
+    assert job.done and job.rows_done == job.rows == len(df)
+    assert repr(job).startswith("MapJob done: 24 of 24 rows (100%)")
+    assert "<progress value='24' max='24'>" in job._repr_html_()
+    foreground = df.gptoss.map("Uppercase the word: {w}", progress=False, **kw)
+    assert list(result) == list(foreground)
+    if engine["model"] == "tiny":
+        assert list(result[:8]) == [w.upper() for w in WORDS]
+
+
+def test_interactive_requests_go_ahead_of_its_rows(engine: dict) -> None:
+    info = current().engine.info
+    assert info["priority"]  # the engine schedules by priority
+    df = sums(1000)
+    job = df.gptoss.submit("{q}", effort="high", temperature=0, max_tokens=48, cache=False)
+    try:
+        wait_until(lambda: job.rows_done > 0 or job.done)
+        assert not job.done
+        reply = gm.complete("Uppercase the word: river", effort="low", temperature=0,
+                            max_tokens=64)
+        done_when_answered = job.rows_done
+    finally:
+        job.cancel()
+    assert reply.completion_tokens > 0
+    # first come, first served would have made the cell wait behind most of the 1,000
+    # queued rows; by priority it waited for a slot in the running batch only
+    assert done_when_answered < 0.5 * len(df), (done_when_answered, reply.latency_s)
+
+
+def test_cancel_keeps_the_finished_rows(engine: dict) -> None:
+    df = sums(300, offset=3)
+    kw = {"effort": "medium", "temperature": 0, "max_tokens": 48}
+    job = df.gptoss.submit("{q} (background)", **kw)
+    wait_until(lambda: job.rows_done >= 20 or job.done)
+    job.cancel()
+    assert job.done and repr(job).startswith("MapJob cancelled")
+    with pytest.raises(gm.CancelledError, match=r"map cancelled: \d+ of 300 distinct prompts"):
+        job.result()
+    kept = job.rows_done
+    again = df.gptoss.map("{q} (background)", progress=False, **kw)
+    summary = again.attrs["gptoss"]["summary"]
+    assert summary["cached"] >= min(kept, 20) and summary["cached"] + summary["generated"] == 300
+
+
+def test_its_warning_comes_with_the_result(engine: dict) -> None:
+    job = sums(4).gptoss.submit("{q}", effort="high", max_tokens=8, cache=False)
+    with pytest.warns(gm.GptOssWarning, match="4 of 4 rows hit max_tokens"):
+        job.result(timeout=120)
+
+
+def test_submit_needs_a_model_at_once() -> None:
+    code = ("import pandas as pd, gptoss_magics as gm\n"
+            "try:\n    pd.DataFrame({'a': [1]}).gptoss.submit('{a}')\n"
+            "except gm.EngineNotLoadedError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.startswith("refused: No model is loaded"), out.stdout + out.stderr
