@@ -260,8 +260,21 @@ def main() -> int:
                                cache=False, progress=False)
         return time.perf_counter() - t, int(out.attrs["gptoss"]["summary"]["completion_tokens"])
 
+    def ours_map_confidence() -> tuple[float, int]:
+        t = time.perf_counter()
+        out = frame.gptoss.map(template, effort="low", max_tokens=m, temperature=0,
+                               cache=False, progress=False, confidence=True)
+        return time.perf_counter() - t, int(out.attrs["gptoss"]["summary"]["completion_tokens"])
+
+    def ours_submit() -> tuple[float, int]:
+        t = time.perf_counter()
+        out = frame.gptoss.submit(template, effort="low", max_tokens=m, temperature=0,
+                                  cache=False).result()
+        return time.perf_counter() - t, int(out.attrs["gptoss"]["summary"]["completion_tokens"])
+
     routes: dict[str, Any] = {"raw_batch": raw_batch, "complete": ours_complete,
-                              "map": ours_map, "raw_loop": raw_loop}
+                              "map": ours_map, "submit": ours_submit,
+                              "map_confidence": ours_map_confidence, "raw_loop": raw_loop}
     server = None
     if not args.no_server:
         log("starting vllm serve")
@@ -404,6 +417,8 @@ def markdown(report: dict[str, Any]) -> str:
     labels = {"raw_batch": "raw `vllm.LLM.generate` (one batch)",
               "complete": "`gptoss_magics.complete_batch`",
               "map": "`df.gptoss.map` (cache off)",
+              "submit": "`df.gptoss.submit(...).result()` (background, cache off)",
+              "map_confidence": "`df.gptoss.map(..., confidence=True)` (log-probabilities)",
               "raw_loop": "hand-written per-row `LLM.generate` loop",
               "server_c64": "`vllm serve` + OpenAI client, 64 concurrent"}
     for name, row in report["throughput"].items():

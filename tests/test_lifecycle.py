@@ -87,3 +87,24 @@ def test_interrupted_load_leaves_nothing_running(engine: dict) -> None:
         time.sleep(0.2)
     gm.load("tiny")
     assert gm.complete("What is 2 + 2?", max_tokens=64, temperature=0).completion_tokens > 0
+
+
+def test_unload_during_a_background_map_keeps_its_finished_rows(engine: dict) -> None:
+    import time
+
+    import pandas as pd
+
+    df = pd.DataFrame({"q": [f"What is {i % 100} + {i // 100}? (unload)" for i in range(600)]})
+    job = df.gptoss.submit("{q}", effort="high", temperature=0, max_tokens=48)
+    deadline = time.monotonic() + 120
+    while job.rows_done == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    gm.unload()
+    assert job.wait(60)
+    with pytest.raises(gm.EngineDeadError, match=r"unloaded.*distinct prompts are finished"):
+        job.result()
+    kept = job.rows_done
+    gm.load("tiny")
+    again = df.gptoss.map("{q}", effort="high", temperature=0, max_tokens=48, progress=False)
+    assert again.attrs["gptoss"]["summary"]["cached"] >= kept > 0
