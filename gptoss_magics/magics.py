@@ -348,6 +348,11 @@ class GptOssMagics(Magics):
               help="Show the reasoning collapsed.")
     @argument("--confidence", action="store_true",
               help="Report the model's probability of its answer (reply.confidence).")
+    @argument("--choices", help="Comma-separated labels: the answer is one of them.")
+    @argument("--regex", help="Regular expression the answer must match.")
+    @argument("--schema", metavar="NAME",
+              help="Variable holding a pydantic model or JSON schema: the answer is such "
+                   "JSON, and reply.value the object.")
     @argument("-o", "--output", metavar="NAME", help="Also store the Reply in variable NAME.")
     @argument("--chat", metavar="NAME",
               help="Keep a multi-turn conversation in variable NAME (created if missing).")
@@ -392,6 +397,11 @@ class GptOssMagics(Magics):
                                      "choose another --chat name")
             if args.output is not None and not args.output.isidentifier():
                 raise UsageError(f"-o needs a variable name, not {args.output!r}")
+            schema = None
+            if args.schema:
+                if args.schema not in ns:
+                    raise UsageError(f"--schema {args.schema}: no such variable")
+                schema = ns[args.schema]
             handle = session.StreamHandle(
                 prompt, effort=args.effort, max_tokens=args.max_tokens,
                 temperature=args.temperature,
@@ -400,6 +410,8 @@ class GptOssMagics(Magics):
                 history=chat.turns if chat is not None else (),
                 reasoning_budget=getattr(args, "reasoning_budget", "default"),
                 confidence=args.confidence,
+                choices=[c.strip() for c in args.choices.split(",")] if args.choices else None,
+                regex=args.regex, schema=schema,
             )
         interrupted = False
         try:

@@ -28,7 +28,10 @@ class Reply:
     reasoning (the answer is complete, but was given with less thought).
     ``confidence`` (when asked for) is the model's probability of its final answer: the
     product of the answer tokens' probabilities, after its reasoning and under any
-    constraint, at temperature 1.
+    constraint, at temperature 1. With a constraint (``choices``, ``regex``, ``schema``)
+    ``value`` is the answer read back: the label, the matched text, or the schema's
+    pydantic object (a dict for a JSON-schema dict); ``value_error`` says why an answer
+    did not fit.
     """
 
     final: str
@@ -46,6 +49,8 @@ class Reply:
     recovered: bool = False
     reasoning_cut: bool = False
     confidence: float | None = None
+    value: Any = field(default=None, compare=False)
+    value_error: str | None = None
     error: str | None = None
     notice: str | None = None
     prompt: str = field(default="", repr=False)
@@ -75,6 +80,8 @@ class Reply:
                     "below max_tokens")
         if self.truncated:
             return f"hit max_tokens ({self.completion_tokens} tokens): the answer is cut off"
+        if self.value_error:
+            return f"the answer does not fit the constraint: {self.value_error}"
         if self.recovered:
             return "the output did not follow the harmony format; showing the raw text"
         if self.malformed:
@@ -100,6 +107,8 @@ class Reply:
         """Everything as plain data (JSON-serialisable)."""
         out = asdict(self)
         out["token_ids"] = list(self.token_ids)
+        if hasattr(self.value, "model_dump"):
+            out["value"] = self.value.model_dump(mode="json")
         out["tokens_per_s"] = round(self.tokens_per_s, 2)
         out["warning"] = self.warning
         return out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import harmony
+from .constraint import Constraint
 from .errors import (
     EngineAlreadyLoadedError,
     EngineNotLoadedError,
@@ -380,11 +381,19 @@ def status() -> dict[str, Any]:
 def make_reply(session: Session, options: Options, sampling: Any, completion: Any,
                parsed: harmony.Parsed | None = None,
                prompt_ids: Sequence[int] | None = None, prompt: str = "",
-               history: Sequence[harmony.Turn] = (), audit: bool = True) -> Reply:
+               history: Sequence[harmony.Turn] = (), audit: bool = True,
+               constraint: Constraint | None = None) -> Reply:
     """Build the Reply for one engine Completion (and append it to the audit log)."""
     from . import audit as audit_log
 
     parsed = parsed or harmony.parse_completion(completion.token_ids, completion.finish_reason)
+    value = value_error = None
+    if constraint is not None and constraint.kind != "none" and parsed.has_final \
+            and not parsed.truncated and not completion.error:
+        try:
+            value = constraint.read(parsed.final, as_model=True)
+        except (ValueError, TypeError) as exc:
+            value_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     provenance = session.provenance(options, sampling.as_dict())
     if prompt_ids is not None:
         provenance["prompt_sha256"] = hashlib.sha256(
@@ -408,6 +417,8 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
         recovered=parsed.recovered,
         reasoning_cut=reasoning_was_cut(sampling, parsed),
         confidence=confidence_of(completion),
+        value=value,
+        value_error=value_error,
         error=completion.error,
         notice=session.notice,
         prompt=prompt,
@@ -442,19 +453,23 @@ def complete(prompt: str, *, effort: str | None = None, max_tokens: int | None =
              seed: int | str | None = "default", instructions: str | None = None,
              history: Sequence[harmony.Turn] = (),
              reasoning_budget: int | str | None = "default",
-             confidence: bool = False) -> Reply:
+             confidence: bool = False, choices: Sequence[str] | None = None,
+             regex: str | None = None, schema: Any = None) -> Reply:
     """Prompt the loaded model once and return its parsed :class:`Reply`.
 
     Unset arguments come from :func:`gptoss_magics.settings`. ``history`` holds
     earlier turns of a chat (their reasoning is not sent again). ``reasoning_budget``
     caps the reasoning tokens: when it runs out the model is made to answer at once
     (``None``: no cap). ``confidence=True`` fills ``reply.confidence``, the model's
-    probability of its answer.
+    probability of its answer. ``choices``, ``regex`` or ``schema`` (a pydantic model
+    class or a JSON schema dict) constrain the final answer (the reasoning stays free);
+    ``reply.value`` holds it read back (the pydantic object, for a model).
     """
     return complete_batch([prompt], effort=effort, max_tokens=max_tokens,
                           temperature=temperature, top_p=top_p, seed=seed,
                           instructions=instructions, history=history,
-                          reasoning_budget=reasoning_budget, confidence=confidence)[0]
+                          reasoning_budget=reasoning_budget, confidence=confidence,
+                          choices=choices, regex=regex, schema=schema)[0]
 
 
 def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
@@ -463,17 +478,20 @@ def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
                    instructions: str | None = None,
                    history: Sequence[harmony.Turn] = (),
                    reasoning_budget: int | str | None = "default",
-                   confidence: bool = False) -> list[Reply]:
+                   confidence: bool = False, choices: Sequence[str] | None = None,
+                   regex: str | None = None, schema: Any = None) -> list[Reply]:
     """Prompt the model with many prompts in one engine batch; one Reply per prompt,
     in order. Arguments as for :func:`complete`."""
     session = current()
     options = Options.resolve(effort, max_tokens, temperature, top_p, seed, instructions,
                               reasoning_budget)
-    sampling = options.sampling(logprobs=True if confidence else None)
+    constraint = Constraint.make(choices, schema, regex)
+    sampling = options.sampling(logprobs=True if confidence else None,
+                                **constraint.sampling_args)
     ids = [options.render(p, history) for p in prompts]
     completions = session.engine.generate(ids, sampling)
     replies = [make_reply(session, options, sampling, c, prompt_ids=p, prompt=text,
-                          history=history)
+                          history=history, constraint=constraint)
                for c, p, text in zip(completions, ids, prompts, strict=True)]
     _record_speed(session, replies)
     return replies
@@ -483,8 +501,9 @@ def stream(prompt: str, *, effort: str | None = None, max_tokens: int | None = N
            temperature: float | None = None, top_p: float | None = None,
            seed: int | str | None = "default", instructions: str | None = None,
            history: Sequence[harmony.Turn] = (),
-           reasoning_budget: int | str | None = "default", confidence: bool = False
-           ) -> Iterator[tuple[str | None, str] | Reply]:
+           reasoning_budget: int | str | None = "default", confidence: bool = False,
+           choices: Sequence[str] | None = None, regex: str | None = None,
+           schema: Any = None) -> Iterator[tuple[str | None, str] | Reply]:
     """Stream one reply: yields ``(channel, text)`` deltas as they are generated,
     then the finished :class:`Reply`. Closing the iterator aborts the request and
     yields nothing more; see :class:`StreamHandle` for keeping the partial reply.
@@ -492,7 +511,8 @@ def stream(prompt: str, *, effort: str | None = None, max_tokens: int | None = N
     handle = StreamHandle(prompt, effort=effort, max_tokens=max_tokens,
                           temperature=temperature, top_p=top_p, seed=seed,
                           instructions=instructions, history=history,
-                          reasoning_budget=reasoning_budget, confidence=confidence)
+                          reasoning_budget=reasoning_budget, confidence=confidence,
+                          choices=choices, regex=regex, schema=schema)
     yield from handle.deltas()
     yield handle.reply()
 
@@ -511,11 +531,14 @@ class StreamHandle:
                  instructions: str | None = None,
                  history: Sequence[harmony.Turn] = (),
                  reasoning_budget: int | str | None = "default",
-                 confidence: bool = False) -> None:
+                 confidence: bool = False, choices: Sequence[str] | None = None,
+                 regex: str | None = None, schema: Any = None) -> None:
         self.session = current()
         self.options = Options.resolve(effort, max_tokens, temperature, top_p, seed,
                                        instructions, reasoning_budget)
-        self.sampling = self.options.sampling(logprobs=True if confidence else None)
+        self.constraint = Constraint.make(choices, schema, regex)
+        self.sampling = self.options.sampling(logprobs=True if confidence else None,
+                                              **self.constraint.sampling_args)
         self.prompt = prompt
         self.history = tuple(history)
         self.prompt_ids = self.options.render(prompt, history)
@@ -559,7 +582,8 @@ class StreamHandle:
         comp.token_ids = list(self.token_ids)
         parsed = self.decoder.finish(comp.finish_reason)
         reply = make_reply(self.session, self.options, self.sampling, comp, parsed,
-                           self.prompt_ids, self.prompt, self.history)
+                           self.prompt_ids, self.prompt, self.history,
+                           constraint=self.constraint)
         self._reply = reply
         _record_speed(self.session, [reply])
         return reply
