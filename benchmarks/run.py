@@ -100,14 +100,15 @@ def texts(n: int) -> list[str]:
             f" (review {i})" for i in range(n)]
 
 
-def raw_inputs(ids: list[list[int]], max_tokens: int) -> tuple[Any, list[Any]]:
+def raw_inputs(ids: list[list[int]], max_tokens: int,
+               logprobs: int | None = None) -> tuple[Any, list[Any]]:
     """What a hand-written vLLM program sends: the same sampling as gptoss-magics."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     sp = SamplingParams(max_tokens=max_tokens, temperature=0, seed=0,
                         stop_token_ids=[200002, 200012], skip_special_tokens=False,
-                        detokenize=False)
+                        detokenize=False, logprobs=logprobs)
     return sp, [TokensPrompt(prompt_token_ids=i) for i in ids]
 
 
@@ -238,6 +239,15 @@ def main() -> int:
             return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
         return engine.call(fn)  # type: ignore[no-any-return]
 
+    def raw_batch_logprobs() -> tuple[float, int]:
+        def fn(llm: Any) -> tuple[float, int]:
+            # each sampled token's log-probability, as confidence=True asks
+            sp, prompts = raw_inputs(ids, m, logprobs=0)
+            t = time.perf_counter()
+            outs = llm.generate(prompts, sp, use_tqdm=False)
+            return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
+        return engine.call(fn)  # type: ignore[no-any-return]
+
     def raw_loop() -> tuple[float, int]:
         def fn(llm: Any) -> tuple[float, int]:
             sp, prompts = raw_inputs(ids[:args.loop_rows], m)
@@ -274,7 +284,8 @@ def main() -> int:
 
     routes: dict[str, Any] = {"raw_batch": raw_batch, "complete": ours_complete,
                               "map": ours_map, "submit": ours_submit,
-                              "map_confidence": ours_map_confidence, "raw_loop": raw_loop}
+                              "map_confidence": ours_map_confidence,
+                              "raw_batch_logprobs": raw_batch_logprobs, "raw_loop": raw_loop}
     server = None
     if not args.no_server:
         log("starting vllm serve")
@@ -419,6 +430,7 @@ def markdown(report: dict[str, Any]) -> str:
               "map": "`df.gptoss.map` (cache off)",
               "submit": "`df.gptoss.submit(...).result()` (background, cache off)",
               "map_confidence": "`df.gptoss.map(..., confidence=True)` (log-probabilities)",
+              "raw_batch_logprobs": "raw `vllm.LLM.generate` with `logprobs=0` (one batch)",
               "raw_loop": "hand-written per-row `LLM.generate` loop",
               "server_c64": "`vllm serve` + OpenAI client, 64 concurrent"}
     for name, row in report["throughput"].items():

@@ -39,7 +39,7 @@ from . import audit, harmony
 from . import template as tmpl
 from .constraint import Constraint
 from .errors import CancelledError, EngineDeadError, GptOssError, TemplateError
-from .session import Options, Session, current, reasoning_was_cut
+from .session import Options, Session, current, reasoning_was_cut, report_activity
 
 #: the result of the last map, complete or partial (after an interrupt or a crash)
 _LAST: dict[str, Any] = {}
@@ -282,6 +282,7 @@ class RowMapper:
         # progress, readable from other threads while running
         self.rows_done = 0
         self.tokens_generated = 0
+        self.on_progress: Callable[[], None] | None = None
 
     def _examples(self, examples: Any) -> tuple[harmony.Turn, ...]:
         """Worked examples as earlier chat turns: the template filled with each example's
@@ -468,6 +469,8 @@ class RowMapper:
             tokens[0] += res.completion_tokens
             self.tokens_generated = tokens[0]
             self.rows_done += rows_per_prompt[unique[index]]
+            if self.on_progress is not None:
+                self.on_progress()
             if bar is not None:
                 bar.update(rows_per_prompt[unique[index]])
                 elapsed = time.perf_counter() - t0
@@ -742,6 +745,10 @@ class MapJob:
         self._error: BaseException | None = None
         self._t0 = time.perf_counter()
         self._t1: float | None = None
+        self._key = f"map-{mapper.run_id}"
+        self._reported = 0.0
+        mapper.on_progress = self._report
+        self._report(force=True)
         self._thread = threading.Thread(target=self._run, name="gptoss-map", daemon=True)
         self._thread.start()
 
@@ -752,6 +759,18 @@ class MapJob:
             self._error = exc
         finally:
             self._t1 = time.perf_counter()
+            report_activity(self._key, None)
+
+    def _report(self, force: bool = False) -> None:
+        """Tell the session (and so the lab status bar) how far the job is, at most
+        about once a second."""
+        now = time.perf_counter()
+        if not force and now - self._reported < 1.0:
+            return
+        self._reported = now
+        report_activity(self._key, {
+            "kind": "map", "rows": self.rows, "rows_done": self.rows_done,
+            "tokens_per_s": round(self._mapper.tokens_generated / max(self.seconds, 1e-9), 1)})
 
     @property
     def done(self) -> bool:

@@ -11,8 +11,12 @@ The kernel side of the status-bar item. Protocol (comm target ``gptoss-magics``)
       {"type": "status", "engine": "none" | "loading" | "ready" | "dead",
        "model": str | None, "tiny": bool, "device": str | None,
        "last_tokens_per_s": float | None, "effort": "low" | "medium" | "high",
-       "max_tokens": int, "temperature": float,
-       "rss_bytes": int, "gpu_used_bytes": int | None}
+       "max_tokens": int, "temperature": float, "reasoning_budget": int | None,
+       "rss_bytes": int, "gpu_used_bytes": int | None,
+       "background": [{"kind": "map", "rows": int, "rows_done": int,
+                       "tokens_per_s": float}, ...]}
+
+  Background maps (``df.gptoss.submit``) send their progress about once a second.
 
 (The engine state is not called ``state``: nbclient takes any comm message with a
 ``state`` key for an ipywidgets state update and fails on it.)
@@ -48,6 +52,8 @@ def message(status: dict[str, Any] | None = None) -> dict[str, Any]:
         "temperature": s.temperature,
         "rss_bytes": st.get("rss_bytes"),
         "gpu_used_bytes": st.get("gpu_used_bytes"),
+        "reasoning_budget": s.reasoning_budget,
+        "background": st.get("background") or [],
     }
 
 
@@ -84,7 +90,7 @@ def attach(shell: Any) -> None:
         _hooked = True
         session.on_change(_broadcast)
         settings().observe(lambda _change: _broadcast(),
-                           names=["effort", "max_tokens", "temperature"])
+                           names=["effort", "max_tokens", "temperature", "reasoning_budget"])
 
         def on_open(comm: Any, _msg: Any) -> None:
             _track(comm)

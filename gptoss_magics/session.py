@@ -42,6 +42,7 @@ _LOCK = threading.RLock()
 _SESSION: Session | None = None
 _SESSION_LOADING = threading.Event()  # set while load() waits for vLLM
 _LISTENERS: list[Callable[[dict[str, Any]], None]] = []
+_ACTIVITY: dict[str, dict[str, Any]] = {}  # background work in progress, by key
 
 
 # ---------------------------------------------------------------------- options
@@ -243,6 +244,16 @@ def on_change(callback: Callable[[dict[str, Any]], None]) -> None:
     _LISTENERS.append(callback)
 
 
+def report_activity(key: str, info: dict[str, Any] | None) -> None:
+    """Record the progress of background work under ``key`` (None: it ended) and tell
+    the listeners; ``status()["background"]`` lists what is running."""
+    if info is None:
+        _ACTIVITY.pop(key, None)
+    else:
+        _ACTIVITY[key] = dict(info)
+    _notify()
+
+
 def _notify() -> None:
     if not _LISTENERS:
         return
@@ -349,11 +360,12 @@ def status() -> dict[str, Any]:
     defaults = {"effort": s.effort, "max_tokens": s.max_tokens,
                 "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
                 "reasoning_budget": s.reasoning_budget}
+    background = [dict(v) for v in list(_ACTIVITY.values())]
     session = _SESSION
     if session is None:
         state = "loading" if _SESSION_LOADING.is_set() else "none"
         return {"state": state, "model": None, "rss_bytes": process_rss(),
-                "defaults": defaults}
+                "defaults": defaults, "background": background}
     mem = MemoryReport.now()
     info = session.engine.info
     return {
@@ -374,6 +386,7 @@ def status() -> dict[str, Any]:
         "tokens_generated": session.engine.tokens_generated,
         "last_tokens_per_s": session.last_tokens_per_s,
         "defaults": defaults,
+        "background": background,
     }
 
 

@@ -28,6 +28,29 @@ export interface IEngineStatus {
   temperature: number;
   rss_bytes: number | null;
   gpu_used_bytes: number | null;
+  /** Background maps running in the kernel (df.gptoss.submit), with their progress. */
+  background?: IBackgroundJob[];
+  reasoning_budget?: number | null;
+}
+
+/** One background map's progress (see MapJob in gptoss_magics/frame.py). */
+export interface IBackgroundJob {
+  rows: number;
+  rows_done: number;
+  tokens_per_s?: number | null;
+}
+
+/** "312/1,000 rows (31%)" for the background maps of a status, or '' when none. */
+export function backgroundText(status: IEngineStatus | null): string {
+  const jobs = status?.background ?? [];
+  if (jobs.length === 0) {
+    return '';
+  }
+  const rows = jobs.reduce((n, j) => n + j.rows, 0);
+  const done = jobs.reduce((n, j) => n + j.rows_done, 0);
+  const share = rows > 0 ? Math.floor((100 * done) / rows) : 100;
+  const what = jobs.length === 1 ? 'background map' : `${jobs.length} background maps`;
+  return `${what} ${done.toLocaleString('en-US')}/${rows.toLocaleString('en-US')} rows (${share}%)`;
 }
 
 function isStatus(data: unknown): data is IEngineStatus {
@@ -201,6 +224,10 @@ export function statusText(status: IEngineStatus | null): string {
   if (typeof status.last_tokens_per_s === 'number') {
     parts.push(`${status.last_tokens_per_s.toFixed(0)} tok/s`);
   }
+  const background = backgroundText(status);
+  if (background) {
+    parts.push(background);
+  }
   return `gpt-oss: ${parts.join(' · ')}`;
 }
 
@@ -214,10 +241,18 @@ export function statusTitle(status: IEngineStatus | null): string {
     lines.push(`model: ${status.model}${status.tiny ? ' (embedded test model)' : ''}`);
     lines.push(`device: ${status.device ?? '-'}`);
   }
+  const budget =
+    typeof status.reasoning_budget === 'number'
+      ? `, reasoning budget ${status.reasoning_budget}`
+      : '';
   lines.push(
     `defaults: effort ${status.effort}, max_tokens ${status.max_tokens}, ` +
-      `temperature ${status.temperature}`
+      `temperature ${status.temperature}${budget}`
   );
+  const background = backgroundText(status);
+  if (background) {
+    lines.push(background);
+  }
   lines.push(`kernel memory (RSS): ${formatBytes(status.rss_bytes)}`);
   if (status.gpu_used_bytes !== null && status.gpu_used_bytes !== undefined) {
     lines.push(`GPU memory used: ${formatBytes(status.gpu_used_bytes)}`);

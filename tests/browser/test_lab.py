@@ -312,6 +312,22 @@ def test_effort_slider_changes_next_cell(page: Any, nb: Notebook, loaded_model: 
     shot(page, "lab-effort")
 
 
+def test_background_map_progress_in_the_status_bar(page: Any, nb: Notebook,
+                                                   loaded_model: str) -> None:
+    nb.run("import pandas as pd\n"
+           "rows = pd.DataFrame({'q': [f'What is {i % 100} + {i // 100}?' for i in range(1000)]})\n"
+           "job = rows.gptoss.submit('{q}', effort='high', max_tokens=48, cache=False)")
+    expect(page.locator(STATUS)).to_contain_text(
+        re.compile(r"background map [\d,]+/1,000 rows \(\d+%\)"), timeout=60_000)
+    # and it moves while the job runs (the kernel reports about once a second)
+    expect(page.locator(STATUS)).to_contain_text(
+        re.compile(r"background map [1-9][\d,]*/1,000 rows \(\d+%\)"), timeout=60_000)
+    shot(page, "lab-background-map")
+    nb.run("job.cancel()")
+    expect(page.locator(STATUS)).not_to_contain_text("background", timeout=30_000)
+    assert nb.text_of("print(job)").startswith("MapJob cancelled")
+
+
 def test_status_after_page_reload(page: Any, nb: Notebook, loaded_model: str,
                                   lab_server: Any) -> None:
     """After a reload the frontend opens the comm itself (the kernel has the extension)."""
