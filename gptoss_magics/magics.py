@@ -271,6 +271,9 @@ class GptOssMagics(Magics):
     @argument("--confidence", action="store_true",
               help="Also add a NAME_confidence column: the model's probability of each answer.")
     @argument("--no-cache", action="store_true", help="Neither read nor write the cache.")
+    @argument("--background", action="store_true",
+              help="Run in the background and return the MapJob (the notebook stays usable; "
+                   "df['NAME'] = job.result() when it is done).")
     @argument("--dry-run", action="store_true",
               help="Generate nothing: show the plan (rows, cached rows, prompt tokens, the "
                    "first prompt as the model receives it).")
@@ -282,6 +285,7 @@ class GptOssMagics(Magics):
 
             %gptoss_map df "Summarise: {text}" --out summary --effort low
             %gptoss_map df "Summarise: {text}" --out summary --effort low --dry-run
+            job = %gptoss_map df "Summarise: {text}" --out summary --background
         """
         args = self.gptoss_map.parser.parse_args(_split(line))
         assert self.shell is not None
@@ -314,6 +318,8 @@ class GptOssMagics(Magics):
         with _usage_errors():
             if args.dry_run:
                 return target.gptoss.plan(args.template, **kwargs)
+            if args.background:  # the column is the caller's to assign, on their thread
+                return target.gptoss.submit(args.template, **kwargs)
             result = target.gptoss.map(args.template, **kwargs)
         if isinstance(target, pd.Series):
             ns[args.out] = result

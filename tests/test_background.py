@@ -93,3 +93,18 @@ def test_submit_needs_a_model_at_once() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.startswith("refused: No model is loaded"), out.stdout + out.stderr
+
+
+def test_the_map_magic_in_the_background(engine: dict) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.extension_manager.load_extension("gptoss_magics")
+    ip.user_ns["words"] = pd.DataFrame({"w": WORDS})
+    job = ip.run_line_magic("gptoss_map", 'words "Uppercase the word: {w}" -o up -t 0 -n 64 '
+                                          "--no-cache --background")
+    assert isinstance(job, MapJob)
+    result = job.result(timeout=120)
+    assert "up" not in ip.user_ns["words"].columns  # assigning it is the caller's move
+    if engine["model"] == "tiny":
+        assert list(result) == [w.upper() for w in WORDS]
