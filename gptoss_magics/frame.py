@@ -146,6 +146,53 @@ class RowResult:
         return cls(**{**d, "cached": True})
 
 
+def examples_to_turns(template_text: str, examples: Any) -> tuple[harmony.Turn, ...]:
+    """Worked examples as earlier chat turns: ``template_text`` filled with each example's
+    values as the question, its answer as the final answer.
+
+    ``examples`` is a DataFrame with the template's columns and an ``answer`` column, or
+    ``(input, answer)`` pairs whose input is a dict of the fields (or, for a template with
+    one field, its value). Raises ValueError / TemplateError saying what is wrong."""
+    if examples is None:
+        return ()
+    fields = tmpl.fields(template_text)
+    pairs: list[tuple[Any, Any]]
+    if isinstance(examples, pd.DataFrame):
+        if "answer" not in examples.columns:
+            raise ValueError("examples needs an 'answer' column next to the template's "
+                             f"columns ({', '.join(fields)})")
+        missing = [f for f in fields if f not in examples.columns]
+        if missing:
+            raise TemplateError(f"examples has no column {missing[0]!r}, which the "
+                                "template uses")
+        pairs = [(dict(zip(fields, values, strict=True)), answer) for *values, answer
+                 in examples[[*fields, "answer"]].itertuples(index=False, name=None)]
+    else:
+        pairs = []
+        for item in examples:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise ValueError("examples must be a DataFrame with an 'answer' column or "
+                                 f"(input, answer) pairs, not {type(item).__name__} "
+                                 f"{item!r:.60}")
+            pairs.append((item[0], item[1]))
+    turns = []
+    for given, answer in pairs:
+        if not isinstance(given, Mapping):
+            if len(fields) != 1:
+                raise ValueError(f"the template has {len(fields)} fields "
+                                 f"({', '.join(fields)}): give each example's input as a "
+                                 "dict of them")
+            given = {fields[0]: given}
+        missing = [f for f in fields if f not in given]
+        if missing:
+            raise TemplateError(f"an example has no value for {missing[0]!r}")
+        answer_text = answer if isinstance(answer, str) else json.dumps(
+            answer, default=str) if isinstance(answer, (dict, list)) else str(answer)
+        turns.append(harmony.Turn(tmpl.render(template_text, tmpl.namespace_lookup(
+            dict(given))), answer_text))
+    return tuple(turns)
+
+
 # ---------------------------------------------------------------------- the plan
 @dataclass
 class MapPlan:
@@ -285,45 +332,7 @@ class RowMapper:
         self.on_progress: Callable[[], None] | None = None
 
     def _examples(self, examples: Any) -> tuple[harmony.Turn, ...]:
-        """Worked examples as earlier chat turns: the template filled with each example's
-        values as the question, its ``answer`` as the final answer."""
-        if examples is None:
-            return ()
-        pairs: list[tuple[Any, Any]]
-        if isinstance(examples, pd.DataFrame):
-            if "answer" not in examples.columns:
-                raise ValueError("examples needs an 'answer' column next to the template's "
-                                 f"columns ({', '.join(self.fields)})")
-            missing = [f for f in self.fields if f not in examples.columns]
-            if missing:
-                raise TemplateError(f"examples has no column {missing[0]!r}, which the "
-                                    "template uses")
-            pairs = [(dict(zip(self.fields, values, strict=True)), answer) for *values, answer
-                     in examples[[*self.fields, "answer"]].itertuples(index=False, name=None)]
-        else:
-            pairs = []
-            for item in examples:
-                if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                    raise ValueError("examples must be a DataFrame with an 'answer' column or "
-                                     "(input, answer) pairs, not "
-                                     f"{type(item).__name__} {item!r:.60}")
-                pairs.append((item[0], item[1]))
-        turns = []
-        for given, answer in pairs:
-            if not isinstance(given, Mapping):
-                if len(self.fields) != 1:
-                    raise ValueError(f"the template has {len(self.fields)} fields "
-                                     f"({', '.join(self.fields)}): give each example's input "
-                                     "as a dict of them")
-                given = {self.fields[0]: given}
-            missing = [f for f in self.fields if f not in given]
-            if missing:
-                raise TemplateError(f"an example has no value for {missing[0]!r}")
-            answer_text = answer if isinstance(answer, str) else json.dumps(
-                answer, default=str) if isinstance(answer, (dict, list)) else str(answer)
-            turns.append(harmony.Turn(tmpl.render(self.template, tmpl.namespace_lookup(
-                dict(given))), answer_text))
-        return tuple(turns)
+        return examples_to_turns(self.template, examples)
 
     @property
     def session(self) -> Session:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import template as tmpl
+from .frame import examples_to_turns
 from .reply import Reply
 from .session import Options, current, make_reply
 from .settings import EFFORTS
@@ -82,7 +83,8 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
                     temperature: float | None = None, seed: int = 0,
                     instructions: str | None = None,
                     reasoning_budget: int | str | None = "default",
-                    budgets: Sequence[int | None] | None = None) -> EffortComparison:
+                    budgets: Sequence[int | None] | None = None,
+                    examples: Any = None) -> EffortComparison:
     """Run the same input at each effort and compare latency, tokens and accuracy.
 
     Parameters
@@ -100,6 +102,9 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
     budgets : list of int or None, optional
         Compare these reasoning budgets too (``None``: no budget): one row per effort and
         budget, e.g. ``budgets=[None, 256, 1024]``, to choose both for a long job.
+    examples : DataFrame or list of (input, answer) pairs, optional
+        With a DataFrame: worked examples ahead of every row, as ``df.gptoss.map`` takes
+        them, so that the sweep measures the prompts the map will send.
     """
     session = current()
     for effort in efforts:
@@ -118,11 +123,16 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
             raise ValueError(f"expected={expected!r} is not a column")
         prompts = [tmpl.render(template, tmpl.namespace_lookup(dict(row)))
                    for _, row in frame.iterrows()]
+        history = examples_to_turns(template, examples)
         answers = list(frame[expected]) if expected is not None else None
         seeds = [seed] * len(prompts)
         label = f"{len(prompts)} rows"
     else:
+        if examples is not None:
+            raise ValueError("examples go with a DataFrame and its template; for one prompt, "
+                             "write them into the prompt")
         prompts = [str(source)] * repeats
+        history = ()
         answers = None
         seeds = [seed + i for i in range(repeats)]
         label = f"one prompt x {repeats} samples"
@@ -140,11 +150,11 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
         labels.append(key)
         base = options.sampling()
         samplings = [replace(base, seed=s) for s in seeds]
-        ids = [options.render(p) for p in prompts]
+        ids = [options.render(p, history) for p in prompts]
         t0 = time.perf_counter()
         completions = session.engine.generate(ids, samplings)
         wall = time.perf_counter() - t0
-        out = [make_reply(session, options, s, c, prompt_ids=i, prompt=p)
+        out = [make_reply(session, options, s, c, prompt_ids=i, prompt=p, history=history)
                for c, s, i, p in zip(completions, samplings, ids, prompts, strict=True)]
         replies[key] = out
         row: dict[str, Any] = {

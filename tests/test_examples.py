@@ -71,3 +71,19 @@ def test_examples_from_the_map_magic(engine: dict) -> None:
         assert list(ip.user_ns["rows"]["label"]) == EXPECTED
     with pytest.raises(UsageError, match="--examples nothing: no such variable"):
         ip.run_line_magic("gptoss_map", 'rows "{text}" -o x --examples nothing')
+
+
+@pytest.mark.engine
+def test_the_sweep_measures_the_prompts_with_examples(engine: dict) -> None:
+    df = ROWS.assign(expected=EXPECTED)
+    result = gm.compare_efforts(df, "What is the sentiment of: {text}", expected="expected",
+                                efforts=["low"], examples=SHOTS, max_tokens=120,
+                                temperature=0)
+    reply = result.replies["low"][0]
+    assert reply.provenance["history"][0] == ["What is the sentiment of: the food was great",
+                                              "positive"]
+    assert gm.reproduce(reply).identical  # the examples are part of what is re-run
+    if engine["model"] == "tiny":
+        assert result.table.loc["low", "accuracy"] == 1.0
+    with pytest.raises(ValueError, match="examples go with a DataFrame"):
+        gm.compare_efforts("hi", examples=SHOTS)
