@@ -16,6 +16,11 @@ plain class; the pandas accessors only hand it the frame.
 * Rows whose referenced values are missing are never sent (they get <NA>); rows that
   hit ``max_tokens`` or never reached a final answer are flagged and counted, never
   silently turned into empty answers.
+* ``examples`` (few-shot) become earlier chat turns ahead of every row; ``confidence``
+  and ``usage`` add per-row columns; ``reasoning_budget`` bounds each row's reasoning.
+* ``df.gptoss.plan(...)`` says what a map would do without generating;
+  ``df.gptoss.submit(...)`` runs it in the background (:class:`MapJob`), at a lower
+  engine priority than interactive requests.
 """
 
 from __future__ import annotations
