@@ -91,6 +91,9 @@ class StatusView(dict[str, Any]):
                 ("tokens generated", f"{self.get('tokens_generated', 0):,}"),
                 ("last run", f"{self.get('last_tokens_per_s') or '-'} tok/s"),
             ]
+        for job in self.get("background") or []:
+            rows.append(("background", f"{job.get('kind', 'job')} {job.get('rows_done', 0):,}"
+                                       f"/{job.get('rows', 0):,} rows"))
         rows.append(("process memory (RSS)", mb(self.get("rss_bytes"))))
         d = self.get("defaults", {})
         rows.append(("defaults", ", ".join(f"{k}={v}" for k, v in d.items())))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +55,11 @@ def test_interactive_requests_go_ahead_of_its_rows(engine: dict) -> None:
     try:
         wait_until(lambda: job.rows_done > 0 or job.done)
         assert not job.done
+        from gptoss_magics.magics import StatusView
+
+        assert re.search(r"background\s+map [\d,]+/1,000 rows",
+                         repr(StatusView(gm.status())))  # as %gptoss_status shows it
+        assert gm.status()["background"][0]["rows"] == 1000
         reply = gm.complete("Uppercase the word: river", effort="low", temperature=0,
                             max_tokens=64)
         done_when_answered = job.rows_done
