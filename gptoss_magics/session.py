@@ -406,7 +406,7 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
         try:
             value = constraint.read(parsed.final, as_model=True)
         except (ValueError, TypeError) as exc:
-            value_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            value_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     provenance = session.provenance(options, sampling.as_dict())
     if prompt_ids is not None:
         provenance["prompt_sha256"] = hashlib.sha256(

@@ -13,7 +13,7 @@ import re
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 import gptoss_magics as gm
 from gptoss_magics.constraint import Constraint
@@ -100,3 +100,24 @@ def test_the_cell_magic_takes_constraints(engine: dict) -> None:
         ip.run_cell_magic("gptoss", "--schema Nope", "hello")
     with pytest.raises(UsageError, match="at most one of"):
         ip.run_cell_magic("gptoss", "--choices a,b --regex x", "hello")
+
+
+class Upbeat(BaseModel):
+    sentiment: Mood
+
+    @field_validator("sentiment")
+    @classmethod
+    def only_positive(cls, v: Mood) -> Mood:
+        if v is not Mood.positive:
+            raise ValueError("only positive reviews are accepted")
+        return v
+
+
+def test_an_answer_that_fails_validation_is_flagged_not_raised(engine: dict) -> None:
+    if engine["model"] != "tiny":
+        pytest.skip("needs the trained tiny model")
+    reply = gm.complete("What is the sentiment of: the room was awful", effort="low",
+                        temperature=0, max_tokens=160, schema=Upbeat)
+    assert reply.value is None and reply.final  # the JSON answer is kept as text
+    assert reply.value_error is not None and "ValidationError" in reply.value_error
+    assert "does not fit the constraint" in (reply.warning or "")
