@@ -231,18 +231,9 @@ def main() -> int:
     ids = [opts.render(p) for p in prompts_text]
     m = args.max_tokens
 
-    def raw_batch() -> tuple[float, int]:
+    def raw_batch(logprobs: int | None = None) -> tuple[float, int]:
         def fn(llm: Any) -> tuple[float, int]:
-            sp, prompts = raw_inputs(ids, m)
-            t = time.perf_counter()
-            outs = llm.generate(prompts, sp, use_tqdm=False)
-            return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
-        return engine.call(fn)  # type: ignore[no-any-return]
-
-    def raw_batch_logprobs() -> tuple[float, int]:
-        def fn(llm: Any) -> tuple[float, int]:
-            # each sampled token's log-probability, as confidence=True asks
-            sp, prompts = raw_inputs(ids, m, logprobs=0)
+            sp, prompts = raw_inputs(ids, m, logprobs=logprobs)
             t = time.perf_counter()
             outs = llm.generate(prompts, sp, use_tqdm=False)
             return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
@@ -264,16 +255,10 @@ def main() -> int:
         replies = gm.complete_batch(prompts_text, effort="low", max_tokens=m, temperature=0)
         return time.perf_counter() - t, sum(r.completion_tokens for r in replies)
 
-    def ours_map() -> tuple[float, int]:
+    def ours_map(**extra: Any) -> tuple[float, int]:
         t = time.perf_counter()
         out = frame.gptoss.map(template, effort="low", max_tokens=m, temperature=0,
-                               cache=False, progress=False)
-        return time.perf_counter() - t, int(out.attrs["gptoss"]["summary"]["completion_tokens"])
-
-    def ours_map_confidence() -> tuple[float, int]:
-        t = time.perf_counter()
-        out = frame.gptoss.map(template, effort="low", max_tokens=m, temperature=0,
-                               cache=False, progress=False, confidence=True)
+                               cache=False, progress=False, **extra)
         return time.perf_counter() - t, int(out.attrs["gptoss"]["summary"]["completion_tokens"])
 
     def ours_submit() -> tuple[float, int]:
@@ -284,8 +269,11 @@ def main() -> int:
 
     routes: dict[str, Any] = {"raw_batch": raw_batch, "complete": ours_complete,
                               "map": ours_map, "submit": ours_submit,
-                              "map_confidence": ours_map_confidence,
-                              "raw_batch_logprobs": raw_batch_logprobs, "raw_loop": raw_loop}
+                              # confidence=True against raw vLLM asked for the same
+                              # log-probabilities of each sampled token
+                              "map_confidence": lambda: ours_map(confidence=True),
+                              "raw_batch_logprobs": lambda: raw_batch(logprobs=0),
+                              "raw_loop": raw_loop}
     server = None
     if not args.no_server:
         log("starting vllm serve")

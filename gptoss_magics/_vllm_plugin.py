@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-#: <|channel|> final <|message|>
-FINAL_MARK = (200005, 17196, 200008)
+from .harmony import FINAL_MARK, FORCED_FINAL_TEXT, REASONING_START_TEXT
+
 PARSER_NAME = "gptoss_final"
 
 
@@ -63,11 +63,6 @@ def _init_amx() -> None:
         init_amx()
 
 
-#: where harmony reasoning starts, and what ends it and opens the answer
-REASONING_START = "<|channel|>analysis<|message|>"
-FORCED_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
-
-
 def supports_reasoning_budget() -> bool:
     """True when this vLLM has per-request thinking budgets (``reasoning_config``)."""
     import dataclasses
@@ -84,6 +79,6 @@ def parser_kwargs() -> dict[str, Any]:
         "backend": "xgrammar", "reasoning_parser": PARSER_NAME,
         "disable_any_whitespace": True}}
     if supports_reasoning_budget():
-        args["reasoning_config"] = {"reasoning_start_str": REASONING_START,
-                                    "reasoning_end_str": FORCED_FINAL}
+        args["reasoning_config"] = {"reasoning_start_str": REASONING_START_TEXT,
+                                    "reasoning_end_str": FORCED_FINAL_TEXT}
     return args

@@ -85,7 +85,7 @@ class Event:
 class Job:
     """A group of requests submitted together; iterate over its events."""
 
-    def __init__(self, engine: Engine, n: int) -> None:
+    def __init__(self, engine: Engine, n: int, priority: int = 0) -> None:
         self._engine = engine
         self.id = f"j{next(_job_counter)}"
         self.n = n
@@ -96,7 +96,7 @@ class Job:
         self._first: list[float | None] = [None] * n
         self._plen: list[int] = [0] * n
         self._lps: list[list[float] | None] = [None] * n
-        self.priority = 0
+        self.priority = priority
 
     def request_id(self, index: int) -> str:
         return f"{self.id}-{index}"
@@ -362,8 +362,8 @@ class Engine:
             raise MissingDependencyError(
                 f"this vLLM ({self.info.get('vllm')}) has no reasoning budgets "
                 "(thinking_token_budget): upgrade vllm, or leave reasoning_budget unset")
-        job = Job(self, len(prompts))
-        job.priority = priority if self.info.get("priority") else 0  # fcfs: no priorities
+        # under first-come-first-served scheduling vLLM refuses priorities
+        job = Job(self, len(prompts), priority if self.info.get("priority") else 0)
         self._command(("add", job, [list(p) for p in prompts], samplings, stream))
         return job
 

@@ -191,10 +191,10 @@ def examples_to_turns(template_text: str, examples: Any) -> tuple[harmony.Turn, 
         missing = [f for f in fields if f not in given]
         if missing:
             raise TemplateError(f"an example has no value for {missing[0]!r}")
-        answer_text = answer if isinstance(answer, str) else json.dumps(
-            answer, default=str) if isinstance(answer, (dict, list)) else str(answer)
+        if isinstance(answer, (dict, list)):
+            answer = json.dumps(answer, default=str)  # as a schema answer is written
         turns.append(harmony.Turn(tmpl.render(template_text, tmpl.namespace_lookup(
-            dict(given))), answer_text))
+            dict(given))), str(answer)))
     return tuple(turns)
 
 
@@ -316,7 +316,9 @@ class RowMapper:
         self.options = Options.resolve(effort, max_tokens, temperature, None, seed,
                                        instructions, reasoning_budget)
         self.constraint = Constraint.make(choices, schema, regex)
-        self.examples = self._examples(examples)
+        self.examples = examples_to_turns(template_text, examples)
+        self.sampling = self.options.sampling(logprobs=True if confidence else None,
+                                              **self.constraint.sampling_args)
         self.reasoning = reasoning
         self.confidence = confidence
         self.usage = usage
@@ -335,9 +337,6 @@ class RowMapper:
         self.rows_done = 0
         self.tokens_generated = 0
         self.on_progress: Callable[[], None] | None = None
-
-    def _examples(self, examples: Any) -> tuple[harmony.Turn, ...]:
-        return examples_to_turns(self.template, examples)
 
     @property
     def session(self) -> Session:
@@ -366,20 +365,24 @@ class RowMapper:
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def _render(self) -> tuple[list[str | None], list[str], list[list[int]]]:
+        """Each row's prompt (None: missing values), the distinct prompts, and their
+        token ids with the examples ahead."""
+        prompts = self.prompts()
+        unique = list(dict.fromkeys(p for p in prompts if p is not None))
+        return prompts, unique, [self.options.render(p, self.examples) for p in unique]
+
     def plan(self) -> MapPlan:
         """What :meth:`run` would do: counts, prompt sizes and the first prompt."""
         import statistics
 
         from .session import is_loaded
 
-        prompts = self.prompts()
-        unique = list(dict.fromkeys(p for p in prompts if p is not None))
-        ids = [self.options.render(p, self.examples) for p in unique]
+        prompts, unique, ids = self._render()
         lengths = [len(i) for i in ids] or [0]
         cached = too_long = None
         if is_loaded():
-            sampling = self.options.sampling(**self.constraint.sampling_args)
-            keys = [self.key(i, sampling) for i in ids]
+            keys = [self.key(i, self.sampling) for i in ids]
             cached = 0
             if self.use_cache:
                 store = ResultCache(self.session_cache_path())
@@ -404,13 +407,10 @@ class RowMapper:
     def run(self) -> pd.Series | pd.DataFrame:
         """Generate (or fetch from the cache) every row and assemble the result."""
         t0 = time.perf_counter()
-        prompts = self.prompts()
+        prompts, unique, ids = self._render()
         self.summary.missing = sum(p is None for p in prompts)
-        unique = list(dict.fromkeys(p for p in prompts if p is not None))
         self.summary.unique_prompts = len(unique)
-        sampling = self.options.sampling(logprobs=True if self.confidence else None,
-                                         **self.constraint.sampling_args)
-        ids = [self.options.render(p, self.examples) for p in unique]
+        sampling = self.sampling
         keys = [self.key(i, sampling) for i in ids]
         results: dict[str, RowResult] = {}
         store = ResultCache(self.session_cache_path()) if self.use_cache else None
@@ -526,7 +526,7 @@ class RowMapper:
                         truncated=parsed.truncated, has_final=parsed.has_final,
                         completion_tokens=len(completion.token_ids),
                         prompt_tokens=completion.prompt_tokens, error=completion.error,
-                        reasoning_cut=reasoning_was_cut(self.options, parsed),
+                        reasoning_cut=reasoning_was_cut(self.options.reasoning_budget, parsed),
                         analysis_tokens=parsed.analysis_tokens,
                         answer_logprob=None if completion.logprobs is None else
                         harmony.answer_logprob(completion.token_ids, completion.logprobs))
@@ -597,9 +597,10 @@ class RowMapper:
                         [getattr(r, attr) if r is not None else None for r in per_row],
                         index=index, dtype="Int64")
             if self.confidence:
+                logprobs = [r.answer_logprob if r is not None and good(r) is not None
+                            else None for r in per_row]
                 frame["confidence"] = pd.Series(
-                    [math.exp(r.answer_logprob) if good(r) is not None and r is not None
-                     and r.answer_logprob is not None else None for r in per_row],
+                    [None if lp is None else math.exp(lp) for lp in logprobs],
                     index=index, dtype="Float64")
             if self.reasoning:
                 frame["reasoning"] = pd.Series(
@@ -616,8 +617,7 @@ class RowMapper:
 
     def provenance(self, per_row: list[RowResult | None]) -> dict[str, Any]:
         index = list(self.frame.index)
-        info = self.session.provenance(self.options, self.options.sampling(
-            **self.constraint.sampling_args).as_dict())
+        info = self.session.provenance(self.options, self.sampling.as_dict())
         info.update(
             template=self.template,
             examples=[[t.user, t.final] for t in self.examples],
@@ -749,7 +749,7 @@ class MapJob:
     """
 
     def __init__(self, mapper: RowMapper) -> None:
-        mapper.session  # noqa: B018 - raises EngineNotLoadedError here, not in the thread
+        _ = mapper.session  # raises EngineNotLoadedError here, not in the thread
         mapper.progress = False
         mapper.quiet = True
         mapper.priority = 1

@@ -26,6 +26,12 @@ RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL = (
 )
 #: the token "final" (as in <|channel|>final<|message|>)
 FINAL_TOKEN = 17196
+#: <|channel|>final<|message|>: what opens the answer
+FINAL_MARK: tuple[int, int, int] = (CHANNEL, FINAL_TOKEN, MESSAGE)
+#: what opens the reasoning, and what a reasoning budget forces when it runs out (end the
+#: analysis, open the answer)
+REASONING_START_TEXT = "<|channel|>analysis<|message|>"
+FORCED_FINAL_TEXT = "<|end|><|start|>assistant<|channel|>final<|message|>"
 #: Stop tokens for an assistant turn: <|return|> and <|call|>.
 STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)
 VOCAB_SIZE = 201088
@@ -108,19 +114,18 @@ def final_header_ids() -> list[int]:
 
 @functools.lru_cache(maxsize=1)
 def forced_final_ids() -> tuple[int, ...]:
-    """Ids of ``<|end|><|start|>assistant<|channel|>final<|message|>``: what the engine
-    writes when a reasoning budget runs out (end the analysis, open the answer)."""
-    return (END, *final_header_ids())
+    """Ids of :data:`FORCED_FINAL_TEXT`, what the engine writes when a reasoning budget
+    runs out."""
+    return tuple(encoding().encode(FORCED_FINAL_TEXT, allowed_special="all"))
 
 
 def final_span(ids: Sequence[int]) -> tuple[int, int] | None:
     """``(start, end)`` of the text tokens of the last final-channel message in a
     completion's ids, or None when there is no final message. ``end`` stops before
     ``<|return|>``/``<|end|>``/``<|call|>``, or at the end of the ids."""
-    mark = (CHANNEL, FINAL_TOKEN, MESSAGE)
     start = -1
     for i in range(len(ids) - 2, -1, -1):
-        if ids[i] == CHANNEL and tuple(ids[i:i + 3]) == mark:
+        if ids[i] == CHANNEL and tuple(ids[i:i + 3]) == FINAL_MARK:
             start = i + 3
             break
     if start < 0:

@@ -428,7 +428,7 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
                        else round(completion.first_token_s, 4)),
         malformed=parsed.malformed,
         recovered=parsed.recovered,
-        reasoning_cut=reasoning_was_cut(sampling, parsed),
+        reasoning_cut=reasoning_was_cut(sampling.reasoning_budget, parsed),
         confidence=confidence_of(completion),
         value=value,
         value_error=value_error,
@@ -443,10 +443,9 @@ def make_reply(session: Session, options: Options, sampling: Any, completion: An
     return reply
 
 
-def reasoning_was_cut(sampling: Any, parsed: harmony.Parsed) -> bool:
-    """True when the reasoning budget of ``sampling`` (Sampling or Options) ran out:
-    the engine then closed the analysis and opened the final channel."""
-    budget = getattr(sampling, "reasoning_budget", None)
+def reasoning_was_cut(budget: int | None, parsed: harmony.Parsed) -> bool:
+    """True when a reasoning budget ran out: the engine then closed the analysis and
+    opened the final channel."""
     return budget is not None and parsed.analysis_tokens >= budget
 
 
@@ -459,6 +458,20 @@ def confidence_of(completion: Any) -> float | None:
         return None
     logprob = harmony.answer_logprob(completion.token_ids, completion.logprobs)
     return None if logprob is None else round(math.exp(logprob), 6)
+
+
+def _request(effort: str | None, max_tokens: int | None, temperature: float | None,
+             top_p: float | None, seed: int | str | None, instructions: str | None,
+             reasoning_budget: int | str | None, confidence: bool,
+             choices: Sequence[str] | None, regex: str | None, schema: Any
+             ) -> tuple[Options, Constraint, Any]:
+    """The resolved options, the constraint and the engine sampling of one request."""
+    options = Options.resolve(effort, max_tokens, temperature, top_p, seed, instructions,
+                              reasoning_budget)
+    constraint = Constraint.make(choices, schema, regex)
+    sampling = options.sampling(logprobs=True if confidence else None,
+                                **constraint.sampling_args)
+    return options, constraint, sampling
 
 
 def complete(prompt: str, *, effort: str | None = None, max_tokens: int | None = None,
@@ -496,11 +509,9 @@ def complete_batch(prompts: Sequence[str], *, effort: str | None = None,
     """Prompt the model with many prompts in one engine batch; one Reply per prompt,
     in order. Arguments as for :func:`complete`."""
     session = current()
-    options = Options.resolve(effort, max_tokens, temperature, top_p, seed, instructions,
-                              reasoning_budget)
-    constraint = Constraint.make(choices, schema, regex)
-    sampling = options.sampling(logprobs=True if confidence else None,
-                                **constraint.sampling_args)
+    options, constraint, sampling = _request(
+        effort, max_tokens, temperature, top_p, seed, instructions, reasoning_budget,
+        confidence, choices, regex, schema)
     ids = [options.render(p, history) for p in prompts]
     completions = session.engine.generate(ids, sampling)
     replies = [make_reply(session, options, sampling, c, prompt_ids=p, prompt=text,
@@ -547,11 +558,9 @@ class StreamHandle:
                  confidence: bool = False, choices: Sequence[str] | None = None,
                  regex: str | None = None, schema: Any = None) -> None:
         self.session = current()
-        self.options = Options.resolve(effort, max_tokens, temperature, top_p, seed,
-                                       instructions, reasoning_budget)
-        self.constraint = Constraint.make(choices, schema, regex)
-        self.sampling = self.options.sampling(logprobs=True if confidence else None,
-                                              **self.constraint.sampling_args)
+        self.options, self.constraint, self.sampling = _request(
+            effort, max_tokens, temperature, top_p, seed, instructions, reasoning_budget,
+            confidence, choices, regex, schema)
         self.prompt = prompt
         self.history = tuple(history)
         self.prompt_ids = self.options.render(prompt, history)

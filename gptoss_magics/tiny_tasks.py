@@ -305,11 +305,6 @@ def completion_ids(example: Example) -> list[int]:
                                           allowed_special="all"))
 
 
-#: what the engine writes when a reasoning budget runs out: it ends the analysis message
-#: and opens the final one (vLLM's ``thinking_token_budget`` forcing, see engine.py)
-FORCED_FINAL_TEXT = "<|end|><|start|>assistant<|channel|>final<|message|>"
-
-
 def analysis_ids(example: Example) -> list[int]:
     """The token ids of ``example``'s reasoning text alone."""
     return list(harmony.encoding().encode(example.analysis, allowed_special=set()))
@@ -318,11 +313,10 @@ def analysis_ids(example: Example) -> list[int]:
 def cut_completion(example: Example, keep: int) -> tuple[list[int], list[int]]:
     """An assistant turn whose reasoning was cut after ``keep`` tokens by a reasoning
     budget: ``(forced ids, answer ids)``. The forced ids (analysis header, the first
-    ``keep`` reasoning tokens, then :data:`FORCED_FINAL_TEXT`) are context the engine
+    ``keep`` reasoning tokens, then ``harmony.FORCED_FINAL_TEXT``) are context the engine
     wrote; the answer ids (the final text and ``<|return|>``) are what the model must
     learn to write after them."""
     enc = harmony.encoding()
-    head = list(enc.encode("<|channel|>analysis<|message|>", allowed_special="all"))
-    forced = list(enc.encode(FORCED_FINAL_TEXT, allowed_special="all"))
+    head = list(enc.encode(harmony.REASONING_START_TEXT, allowed_special="all"))
     answer = list(enc.encode(f"{example.final}<|return|>", allowed_special="all"))
-    return head + analysis_ids(example)[:keep] + forced, answer
+    return head + analysis_ids(example)[:keep] + list(harmony.forced_final_ids()), answer

@@ -95,10 +95,9 @@ class EffortPanel(w.VBox):
             return
         self._syncing = True
         try:
-            self.budget_on.value = change["new"] is not None
+            self.budget_on.value = change["new"] is not None  # also (dis)ables the slider
             if change["new"] is not None:
                 self.budget.value = min(int(change["new"]), self.budget.max)
-            self.budget.disabled = change["new"] is None
         finally:
             self._syncing = False
 
