@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     tempfile.tempdir = None
 
     import gptoss_magics as gm
-    from gptoss_magics import tiny_tasks as T
+    from gptoss_magics.tiny import tasks as T
 
     gm.settings().current_date = "2026-03-29"  # fixed prompts, so fixed greedy answers
     gm.load("tiny")

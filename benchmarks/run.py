@@ -213,7 +213,8 @@ def main() -> int:
     import pandas as pd
 
     import gptoss_magics as gm
-    from gptoss_magics.session import Options, current
+    from gptoss_magics.options import Options
+    from gptoss_magics.session import current
 
     log("loading", args.model)
     t0 = time.perf_counter()

@@ -25,22 +25,23 @@ from .errors import (
     EngineLoadError,
     EngineNotLoadedError,
     GptOssError,
+    GptOssWarning,
+    InvalidOptionError,
     MissingDependencyError,
     ModelFolderError,
     ModelNotFoundError,
+    RequestError,
+    RowError,
+    StorageError,
     TemplateError,
 )
-from .frame import (  # importing frame registers df.gptoss and series.gptoss
-    GptOssWarning,
-    MapJob,
-    MapPlan,
-    RowError,
-    last_result,
-)
+from .frame import MapJob, MapPlan, last_result  # registers df.gptoss and series.gptoss
 from .harmony import Turn
 from .model_check import ModelCheck, check_model
+from .options import UNSET
+from .prompting import Reproduction, complete, complete_batch, reproduce, stream
 from .reply import Reply
-from .session import complete, complete_batch, is_loaded, load, status, stream, unload
+from .session import is_loaded, load, status, unload
 from .settings import GptOssSettings, settings
 
 try:
@@ -51,6 +52,7 @@ except Exception:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "UNSET",
     "CancelledError",
     "EngineAlreadyLoadedError",
     "EngineDeadError",
@@ -59,6 +61,7 @@ __all__ = [
     "GptOssError",
     "GptOssSettings",
     "GptOssWarning",
+    "InvalidOptionError",
     "MapJob",
     "MapPlan",
     "MissingDependencyError",
@@ -66,7 +69,10 @@ __all__ = [
     "ModelFolderError",
     "ModelNotFoundError",
     "Reply",
+    "Reproduction",
+    "RequestError",
     "RowError",
+    "StorageError",
     "TemplateError",
     "Turn",
     "__version__",
@@ -93,14 +99,6 @@ def compare_efforts(source: Any, template: str | None = None, **kwargs: Any) -> 
     from .sweep import compare_efforts as run
 
     return run(source, template, **kwargs)
-
-
-def reproduce(reply: Any) -> Any:
-    """Re-run a saved answer with the settings in its provenance and say whether it came
-    out identical. See :func:`gptoss_magics.audit.reproduce`."""
-    from .audit import reproduce as run
-
-    return run(reply)
 
 
 def effort_panel(prompt: str | None = None, **kwargs: Any) -> Any:

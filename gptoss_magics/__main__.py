@@ -64,6 +64,24 @@ def demo(model: str) -> int:
     return 0
 
 
+def check(path: str) -> int:
+    """Print what check_model finds in ``path``: exit 0 when it can be loaded, else 1.
+
+    A bad folder is reported as ``problem:`` lines; even a failure of the check itself
+    is one line, never a traceback.
+    """
+    from gptoss_magics.model_check import check_model
+
+    try:
+        result = check_model(path)
+    except Exception as exc:  # a bug in the checker, not the folder: still one line
+        print(f"{path}: NOT CHECKED\n  problem: the check itself failed "
+              f"({type(exc).__name__}: {exc}); please report this")
+        return 1
+    print(repr(result))
+    return 0 if result.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptoss_magics")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return demo(args.model)
     if args.command == "check":
-        from gptoss_magics.model_check import check_model
-
-        result = check_model(args.path)
-        print(repr(result))
-        return 0 if result.ok else 1
+        return check(args.path)
     from gptoss_magics.tiny import build_tiny
 
     print(build_tiny(args.name))

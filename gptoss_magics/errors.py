@@ -13,11 +13,15 @@ everything this package raises on purpose::
     │   └── ModelFolderError     the weights folder is incomplete or damaged
     ├── MissingDependencyError   vLLM (or a feature of it) is not installed
     ├── CancelledError           a background map was cancelled (finished rows are kept)
+    ├── InvalidOptionError       a bad option value (also a ValueError), naming the option
     ├── TemplateError            a prompt template names something that does not exist
-    └── frame.RowError           a DataFrame row failed, with map(..., on_error="raise")
+    ├── RequestError             one request failed in the engine (the engine lives on)
+    ├── StorageError             the audit log or the result cache cannot be written
+    └── RowError                 a DataFrame row failed, with map(..., on_error="raise")
 
 Rows cut off by max_tokens, or that failed under on_error="mark", are reported with one
-``frame.GptOssWarning`` per map instead.
+:class:`GptOssWarning` per map instead. Magics turn a ``GptOssError`` into a one-line
+``UsageError``; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -70,3 +74,25 @@ class TemplateError(GptOssError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidOptionError(GptOssError, ValueError):
+    """Raised for a bad option value; the message names the option and what it accepts."""
+
+
+class RequestError(GptOssError):
+    """Raised when one request failed in the engine; the engine and other requests live on."""
+
+
+class StorageError(GptOssError):
+    """Raised when the audit log (or another file the package must write) cannot be
+    written; checked before anything is generated."""
+
+
+class RowError(GptOssError):
+    """Raised with ``map(..., on_error='raise')`` when a row fails; names the row."""
+
+
+class GptOssWarning(UserWarning):
+    """Rows that hit max_tokens, missed a final answer or failed; a cache that cannot be
+    written; a constrained answer that does not fit."""

@@ -312,12 +312,40 @@ class StreamDecoder:
         ``finish_reason`` is the engine's ('stop', 'length', 'abort'); without it a
         completion counts as truncated unless it ends with a stop token.
         """
-        from openai_harmony import HarmonyError
-
         if self._pending:  # a stream that stopped inside a possible forced sequence
             held, self._pending = self._pending, []
             for t in held:
                 self._process(t, [])
+        messages, error = self._close_parser()
+        ids = self._ids
+        if error is None and self._bad_ids:
+            error = f"{self._bad_ids} token id(s) outside the vocabulary were skipped"
+        if finish_reason is None:
+            truncated = not ids or ids[-1] not in STOP_TOKEN_IDS
+        else:
+            truncated = finish_reason not in ("stop",)
+        if truncated and error is None and messages and ids and ids[-1] not in (END, RETURN, CALL):
+            last = messages[-1]  # cut off mid-message
+            messages[-1] = Message(last.channel, last.text, last.recipient, complete=False)
+        analysis = "\n\n".join(m.text for m in messages if m.channel in ("analysis", "commentary"))
+        final, recovered = self._final(messages)
+        malformed = error is not None and not (truncated and _is_eos_complaint(error))
+        return Parsed(
+            final=final,
+            analysis=analysis,
+            messages=tuple(messages),
+            truncated=truncated,
+            malformed=malformed or recovered,
+            recovered=recovered,
+            error=error,
+            analysis_tokens=self.analysis_tokens,
+            final_tokens=self._counts.get("final", 0),
+        )
+
+    def _close_parser(self) -> tuple[list[Message], str | None]:
+        """The parser's messages (with a partial last one after an error) and its error."""
+        from openai_harmony import HarmonyError
+
         parser = self._parser
         error = self._error
         if error is None:
@@ -336,42 +364,21 @@ class StreamDecoder:
                 Message(parser.current_channel, partial,  # type: ignore[attr-defined]
                         parser.current_recipient, complete=False)  # type: ignore[attr-defined]
             )
-        ids = self._ids
-        if error is None and self._bad_ids:
-            error = f"{self._bad_ids} token id(s) outside the vocabulary were skipped"
-        if finish_reason is None:
-            truncated = not ids or ids[-1] not in STOP_TOKEN_IDS
-        else:
-            truncated = finish_reason not in ("stop",)
-        if truncated and error is None and messages and ids and ids[-1] not in (END, RETURN, CALL):
-            last = messages[-1]  # cut off mid-message
-            messages[-1] = Message(last.channel, last.text, last.recipient, complete=False)
+        return messages, error
+
+    def _final(self, messages: list[Message]) -> tuple[str, bool]:
+        """The answer, and whether it had to be recovered from text outside harmony."""
         finals = [m.text for m in messages if m.channel == "final"]
-        analysis = "\n\n".join(m.text for m in messages if m.channel in ("analysis", "commentary"))
-        recovered = False
-        final = finals[-1] if finals else ""
-        if not finals and self._raw:
+        if finals:
+            return finals[-1], False
+        if self._raw:
             # no final channel, but text outside harmony structure: that is the answer
-            final = decode(t for t in self._raw if t < FIRST_SPECIAL)
-            recovered = True
-        elif not finals and not messages and ids:
-            final = decode(t for t in ids if t < FIRST_SPECIAL)
-            recovered = True
-        elif not finals and any(m.channel is None for m in messages):
-            final = "\n".join(m.text for m in messages if m.channel is None)
-            recovered = True
-        malformed = error is not None and not (truncated and _is_eos_complaint(error))
-        return Parsed(
-            final=final,
-            analysis=analysis,
-            messages=tuple(messages),
-            truncated=truncated,
-            malformed=malformed or recovered,
-            recovered=recovered,
-            error=error,
-            analysis_tokens=self.analysis_tokens,
-            final_tokens=self._counts.get("final", 0),
-        )
+            return decode(t for t in self._raw if t < FIRST_SPECIAL), True
+        if not messages and self._ids:
+            return decode(t for t in self._ids if t < FIRST_SPECIAL), True
+        if any(m.channel is None for m in messages):
+            return "\n".join(m.text for m in messages if m.channel is None), True
+        return "", False
 
 
 def _is_eos_complaint(error: str) -> bool:

@@ -1,170 +1,50 @@
-"""IPython magics: ``%%gptoss``, ``%gptoss_load``, ``%gptoss_status``, ``%gptoss_unload``.
+"""IPython magics: ``%%gptoss``, ``%gptoss_load``, ``%gptoss_status``, ``%gptoss_unload``,
+``%gptoss_map`` and ``%gptoss_panel``.
 
-Thin over :mod:`gptoss_magics.session`: parse arguments, expand the prompt
-template, call, display. Argument mistakes and library errors become one-line
-``UsageError``s.
+Thin over the plain API: parse arguments (the options come from the one options table),
+expand the prompt template, call, display. The package's own errors
+(:class:`~gptoss_magics.errors.GptOssError`) become one-line ``UsageError``s; anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import ast
-import html
-import re
-import sys
-import time
-from argparse import SUPPRESS
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.utils.process import arg_split
 
-from . import display, session, template
-from .errors import GptOssError
-from .harmony import Turn
-from .reply import Reply, strip_fences
-from .settings import EFFORTS, settings
+from . import session, template
+from .chat import Chat
+from .errors import GptOssError, GptOssWarning
+from .live import stream_into_cell
+from .magic_args import engine_extras, option_arguments, options_from, split
+from .options import PROMPT_OPTIONS
+from .prompting import StreamHandle
+from .reply import strip_fences
+from .settings import settings
+from .views import StatusView
+
+#: the options %gptoss_map takes (the map's own flags are declared on it)
+_MAP_OPTIONS = (*PROMPT_OPTIONS, "examples", "reasoning", "usage")
 
 
 @contextmanager
 def _usage_errors() -> Iterator[None]:
-    """Turn our own errors (and bad values) into one-line UsageErrors."""
+    """Turn the package's own errors into one-line UsageErrors."""
     try:
         yield
     except GptOssError as exc:
         raise UsageError(str(exc)) from None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
-@dataclass
-class Chat:
-    """A multi-turn conversation kept by ``%%gptoss --chat NAME``.
-
-    Each finished turn keeps the user's prompt and the final answer; the reasoning
-    of earlier turns is not sent again, as the harmony format asks.
-    """
-
-    turns: list[Turn] = field(default_factory=list)
-    replies: list[Reply] = field(default_factory=list, repr=False)
-
-    def add(self, prompt: str, reply: Reply) -> None:
-        """Record a finished turn."""
-        self.turns.append(Turn(prompt, reply.final))
-        self.replies.append(reply)
-
-    def clear(self) -> None:
-        """Forget every turn."""
-        self.turns.clear()
-        self.replies.clear()
-
-    def __len__(self) -> int:
-        return len(self.turns)
-
-    def __repr__(self) -> str:
-        lines = [f"Chat with {len(self.turns)} turn(s)"]
-        for i, turn in enumerate(self.turns, 1):
-            lines.append(f"  {i}. user: {turn.user[:60]!r} -> {turn.final[:60]!r}")
-        return "\n".join(lines)
-
-
-class StatusView(dict[str, Any]):
-    """The engine status; shows as a table, and is a plain dict underneath."""
-
-    def _rows(self) -> list[tuple[str, str]]:
-        def mb(v: Any) -> str:
-            return "-" if v is None else f"{v / 2**20:,.0f} MiB"
-
-        rows = [("state", str(self.get("state"))), ("model", str(self.get("model") or "-"))]
-        if self.get("model"):
-            rows += [
-                ("device", f"{self.get('device')} ({self.get('dtype')})"),
-                ("vllm", str(self.get("vllm"))),
-                ("weights", str(self.get("weights_fingerprint"))[:23]),
-                ("max_model_len", str(self.get("max_model_len"))),
-                ("engine", "child process" if self.get("multiprocess") else "in this process"),
-                ("gpu memory used", mb(self.get("gpu_used_bytes"))),
-                ("tokens generated", f"{self.get('tokens_generated', 0):,}"),
-                ("last run", f"{self.get('last_tokens_per_s') or '-'} tok/s"),
-            ]
-        for job in self.get("background") or []:
-            rows.append(("background", f"{job.get('kind', 'job')} {job.get('rows_done', 0):,}"
-                                       f"/{job.get('rows', 0):,} rows"))
-        rows.append(("process memory (RSS)", mb(self.get("rss_bytes"))))
-        d = self.get("defaults", {})
-        rows.append(("defaults", ", ".join(f"{k}={v}" for k, v in d.items())))
-        if self.get("notice"):
-            rows.append(("note", str(self["notice"])))
-        return rows
-
-    def __repr__(self) -> str:
-        rows = self._rows()
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-    def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self._rows()
-        )
-        return f"<table class='gptoss-status'>{body}</table>"
-
-
-_ENGINE_FLAG = re.compile(r"^--([A-Za-z][\w-]*)(?:=(.*))?$")
-
-
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        return text
-
-
-def _engine_extras(extras: list[str]) -> dict[str, Any]:
-    """``--some-arg value`` / ``--some-arg=value`` / ``--flag`` -> {'some_arg': value}."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(extras):
-        match = _ENGINE_FLAG.match(extras[i])
-        if not match:
-            raise UsageError(f"unexpected argument {extras[i]!r}: engine options look like "
-                             "--name value or --name=value")
-        name, value = match.group(1).replace("-", "_"), match.group(2)
-        if value is None and i + 1 < len(extras) and not extras[i + 1].startswith("--"):
-            value = extras[i + 1]
-            i += 1
-        out[name] = True if value is None else _literal(value)
-        i += 1
-    return out
-
-
-def _budget(text: str) -> int | None:
-    """argparse type of --reasoning-budget: a token count, or 'none' for no limit."""
-    if text.lower() in ("none", "off"):
-        return None
-    value = int(text)  # argparse turns the ValueError into "invalid _budget value"
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-_budget.__name__ = "token count"  # argparse names the type in its error message
-
-
-def _split(line: str) -> list[str]:
-    """Split a magic's line like a POSIX shell: quotes group words and are removed."""
-    try:
-        return list(arg_split(line, posix=True))
-    except ValueError as exc:  # unbalanced quotes
-        raise UsageError(f"cannot parse the options: {exc}") from None
+def _variable_name(flag: str, name: str | None) -> None:
+    if name is not None and not name.isidentifier():
+        raise UsageError(f"{flag} needs a variable name, not {name!r}")
 
 
 @magics_class
@@ -191,8 +71,8 @@ class GptOssMagics(Magics):
         --enforce-eager, --kv-cache-memory-bytes 1000000000). Nothing is downloaded:
         the weights must be on this machine.
         """
-        args, extras = self.gptoss_load.parser.parse_known_args(_split(line))
-        engine_args = _engine_extras(extras)
+        args, extras = self.gptoss_load.parser.parse_known_args(split(line))
+        engine_args = engine_extras(extras)
         for name in ("dtype", "max_model_len", "tensor_parallel_size",
                      "gpu_memory_utilization"):
             value = getattr(args, name)
@@ -203,8 +83,7 @@ class GptOssMagics(Magics):
         model = args.model or settings().model
         print(f"Loading {model} ...", flush=True)
         with _usage_errors():
-            st = session.load(model, **engine_args)
-        return StatusView(st)
+            return StatusView(session.load(model, **engine_args))
 
     @line_magic
     def gptoss_status(self, line: str) -> StatusView:
@@ -228,51 +107,32 @@ class GptOssMagics(Magics):
         print(msg + ".")
 
     @magic_arguments()
-    @argument("prompt", nargs="*",
-              help="Optional prompt: re-run it whenever a slider moves.")
+    @argument("prompt", nargs="*", help="Optional prompt: re-run it whenever a slider moves.")
     @line_magic
     def gptoss_panel(self, line: str) -> Any:
-        """Show sliders for reasoning effort, temperature and max tokens.
+        """Show sliders for reasoning effort, temperature, max tokens and the reasoning
+        budget.
 
         They are linked to the settings, so the next %%gptoss cell and df.gptoss.map use
         what they show. With a prompt, each slider move re-runs it and shows the answer.
         """
-        args = self.gptoss_panel.parser.parse_args(_split(line))
+        args = self.gptoss_panel.parser.parse_args(split(line))
         from .widgets import effort_panel
 
         prompt = " ".join(args.prompt) or None
-        if prompt is not None:
-            assert self.shell is not None
-            with _usage_errors():
+        assert self.shell is not None
+        with _usage_errors():
+            if prompt is not None:
                 prompt = template.render_from(prompt, self.shell.user_ns)
-        return effort_panel(prompt)
+            return effort_panel(prompt)
 
+    # ------------------------------------------------------------------ DataFrames
     @magic_arguments()
     @argument("frame", help="Name of the DataFrame (or Series) variable.")
     @argument("template", help="The prompt, quoted, with {column} fields.")
     @argument("--out", "-o", metavar="NAME", required=True,
               help="Column to write the answers into (with --schema: prefix of the columns).")
-    @argument("--effort", "-e", choices=EFFORTS, help="Reasoning effort.")
-    @argument("--max-tokens", "-n", type=int, help="Most tokens per row, reasoning included.")
-    @argument("--temperature", "-t", type=float, help="Sampling temperature.")
-    @argument("--seed", "-s", type=int, help="Sampling seed.")
-    @argument("--instructions", "-i", help="Developer instructions for every row.")
-    @argument("--reasoning-budget", "-b", type=_budget, metavar="N", default=SUPPRESS,
-              help="Most reasoning tokens per row, then the row's answer is forced "
-                   "('none': no limit).")
-    @argument("--choices", help="Comma-separated labels; the answer is one of them.")
-    @argument("--regex", help="Regular expression the answer must match.")
-    @argument("--schema", metavar="NAME",
-              help="Variable holding a pydantic model or JSON schema: one column per field.")
-    @argument("--examples", metavar="NAME",
-              help="Variable holding worked examples: a DataFrame with the template's columns "
-                   "and an 'answer' column, or a list of (input, answer) pairs.")
-    @argument("--reasoning", action="store_true", help="Also add a NAME_reasoning column.")
-    @argument("--usage", action="store_true",
-              help="Also add NAME_prompt_tokens, NAME_reasoning_tokens and "
-                   "NAME_completion_tokens columns.")
-    @argument("--confidence", action="store_true",
-              help="Also add a NAME_confidence column: the model's probability of each answer.")
+    @option_arguments(_MAP_OPTIONS)
     @argument("--no-cache", action="store_true", help="Neither read nor write the cache.")
     @argument("--background", action="store_true",
               help="Run in the background and return the MapJob (the notebook stays usable; "
@@ -290,78 +150,37 @@ class GptOssMagics(Magics):
             %gptoss_map df "Summarise: {text}" --out summary --effort low --dry-run
             job = %gptoss_map df "Summarise: {text}" --out summary --background
         """
-        args = self.gptoss_map.parser.parse_args(_split(line))
-        assert self.shell is not None
-        ns = self.shell.user_ns
         import pandas as pd
 
+        args = self.gptoss_map.parser.parse_args(split(line))
+        assert self.shell is not None
+        ns = self.shell.user_ns
         target = ns.get(args.frame)
         if not isinstance(target, (pd.DataFrame, pd.Series)):
             raise UsageError(f"{args.frame!r} is not a DataFrame or Series in this notebook")
-        schema = None
-        if args.schema:
-            if args.schema not in ns:
-                raise UsageError(f"--schema {args.schema}: no such variable")
-            schema = ns[args.schema]
-        choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
-        examples = None
-        if args.examples:
-            if args.examples not in ns:
-                raise UsageError(f"--examples {args.examples}: no such variable")
-            examples = ns[args.examples]
-        kwargs = dict(
-            examples=examples,
-            effort=args.effort, max_tokens=args.max_tokens, temperature=args.temperature,
-            seed=args.seed if args.seed is not None else "default",
-            instructions=args.instructions, choices=choices, regex=args.regex,
-            reasoning_budget=getattr(args, "reasoning_budget", "default"),
-            schema=schema, reasoning=args.reasoning, confidence=args.confidence,
-            usage=args.usage,
-            cache=not args.no_cache)
+        options = options_from(args, _MAP_OPTIONS, ns)
+        options["cache"] = not args.no_cache
         with _usage_errors():
             if args.dry_run:
-                return target.gptoss.plan(args.template, **kwargs)
+                return target.gptoss.plan(args.template, **options)
             if args.background:  # the column is the caller's to assign, on their thread
-                return target.gptoss.submit(args.template, **kwargs)
-            result = target.gptoss.map(args.template, **kwargs)
-        if isinstance(target, pd.Series):
-            ns[args.out] = result
-            return
-        if isinstance(result, pd.Series):
-            target[args.out] = result
-        else:
-            for column in result.columns:
-                name = args.out if column == "answer" else f"{args.out}_{column}"
-                target[name] = result[column]
+                return target.gptoss.submit(args.template, **options)
+            result = target.gptoss.map(args.template, **options)
+        _store_columns(ns, target, args.out, result)
         s = result.attrs["gptoss"]["summary"]
         cut = f", {s['reasoning_cut']} reasoning cut" if s.get("reasoning_cut") else ""
         print(f"{args.out}: {s['rows']} rows, {s['generated']} generated, {s['cached']} from "
               f"the cache, {s['missing']} missing, {s['truncated']} truncated{cut}, "
               f"{s['errors']} failed ({s['seconds']:.1f} s)")
+        return None
 
     # ------------------------------------------------------------------ prompting
     @magic_arguments()
-    @argument("--effort", "-e", choices=EFFORTS,
-              help="Reasoning effort (default: GptOssSettings.effort).")
-    @argument("--max-tokens", "-n", type=int,
-              help="Most tokens to generate, reasoning included.")
-    @argument("--temperature", "-t", type=float, help="Sampling temperature (0 = greedy).")
-    @argument("--seed", "-s", type=int, help="Sampling seed, for reproducible answers.")
-    @argument("--instructions", "-i", help="Developer instructions for this prompt.")
-    @argument("--reasoning-budget", "-b", type=_budget, metavar="N", default=SUPPRESS,
-              help="Most reasoning tokens; when they run out the model must answer at once "
-                   "('none': no limit; default: GptOssSettings.reasoning_budget).")
+    @option_arguments(PROMPT_OPTIONS)
     @argument("--show-reasoning", dest="show_reasoning", action="store_const", const=True,
               default=None, help="Show the reasoning expanded.")
     @argument("--hide-reasoning", dest="show_reasoning", action="store_const", const=False,
               help="Show the reasoning collapsed.")
-    @argument("--confidence", action="store_true",
-              help="Report the model's probability of its answer (reply.confidence).")
-    @argument("--choices", help="Comma-separated labels: the answer is one of them.")
-    @argument("--regex", help="Regular expression the answer must match.")
-    @argument("--schema", metavar="NAME",
-              help="Variable holding a pydantic model or JSON schema: the answer is such "
-                   "JSON, and reply.value the object.")
     @argument("-o", "--output", metavar="NAME", help="Also store the Reply in variable NAME.")
     @argument("--chat", metavar="NAME",
               help="Keep a multi-turn conversation in variable NAME (created if missing).")
@@ -385,46 +204,23 @@ class GptOssMagics(Magics):
             %%gptoss --effort high -o reply
             Summarise the risks in {filing_text} in three bullets.
         """
-        args = self.gptoss.parser.parse_args(_split(line))
+        args = self.gptoss.parser.parse_args(split(line))
         shell = self.shell
         assert shell is not None
         ns = shell.user_ns
+        _variable_name("-o", args.output)
+        _variable_name("--chat", args.chat)
         with _usage_errors():
             prompt = cell.strip() if args.no_template else \
                 template.render_from(cell, ns).strip()
             if not prompt:
                 raise UsageError("The cell is empty: write a prompt below %%gptoss.")
-            chat = None
-            if args.chat:
-                if not args.chat.isidentifier():
-                    raise UsageError(f"--chat needs a variable name, not {args.chat!r}")
-                chat = ns.get(args.chat)
-                if chat is None:
-                    chat = ns[args.chat] = Chat()
-                elif not isinstance(chat, Chat):
-                    raise UsageError(f"{args.chat} holds a {type(chat).__name__}, not a chat: "
-                                     "choose another --chat name")
-            if args.output is not None and not args.output.isidentifier():
-                raise UsageError(f"-o needs a variable name, not {args.output!r}")
-            schema = None
-            if args.schema:
-                if args.schema not in ns:
-                    raise UsageError(f"--schema {args.schema}: no such variable")
-                schema = ns[args.schema]
-            handle = session.StreamHandle(
-                prompt, effort=args.effort, max_tokens=args.max_tokens,
-                temperature=args.temperature,
-                seed=args.seed if args.seed is not None else "default",
-                instructions=args.instructions,
-                history=chat.turns if chat is not None else (),
-                reasoning_budget=getattr(args, "reasoning_budget", "default"),
-                confidence=args.confidence,
-                choices=[c.strip() for c in args.choices.split(",")] if args.choices else None,
-                regex=args.regex, schema=schema,
-            )
+            chat = _chat(ns, args.chat)
+            handle = StreamHandle(prompt, history=chat.turns if chat is not None else (),
+                                  **options_from(args, PROMPT_OPTIONS, ns))
         interrupted = False
         try:
-            _stream_into_cell(handle, args.show_reasoning, args.format)
+            stream_into_cell(handle, args.show_reasoning, args.format)
         except KeyboardInterrupt:
             interrupted = True
         reply = handle.reply()
@@ -436,105 +232,39 @@ class GptOssMagics(Magics):
         if interrupted:
             raise KeyboardInterrupt(
                 f"generation interrupted after {reply.completion_tokens} tokens; the partial "
-                "reply is kept in _" + (f" and {args.output}" if args.output else "")
-            )
+                "reply is kept in _" + (f" and {args.output}" if args.output else ""))
         if args.format == "code" and reply.final:
             shell.set_next_input(strip_fences(reply.final), replace=False)
         elif args.format == "json" and reply.final:
             try:
                 reply.json()
             except ValueError as exc:
-                print(f"warning: {exc}; it is kept as text (reply.json() parses it)",
-                      file=sys.stderr)
+                warnings.warn(f"{exc}; it is kept as text (reply.json() parses it)",
+                              GptOssWarning, stacklevel=2)
 
 
-def _in_terminal() -> bool:
-    """True in a plain IPython terminal, where text streams to stdout; everywhere else
-    (kernels, embedded shells) the reply is a display updated in place."""
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "TerminalInteractiveShell"
-
-
-class _Live:
-    """A display that is updated in place while a reply streams."""
-
-    def __init__(self, show_reasoning: bool | None, fmt: str) -> None:
-        from IPython.display import display
-
-        self.show_reasoning = show_reasoning
-        self.fmt = fmt
-        self.handle = display({"text/plain": ""}, raw=True, display_id=True)
-        self.last = 0.0
-
-    def update(self, reply: Reply, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last < 0.1:
-            return
-        self.last = now
-        if final:
-            data, meta = display.reply_bundle(reply, show_reasoning=self.show_reasoning)
-            if self.fmt in ("text", "code", "json"):
-                data.pop("text/markdown", None)
-                data["text/html"] = display.to_html(reply, self.show_reasoning,
-                                                    markdown=False)
-        else:
-            data = {"text/plain": display.to_text(reply, self.show_reasoning),
-                    "text/html": display.to_html(reply, self.show_reasoning, streaming=True)}
-            meta = {}
-        if self.handle is not None:
-            self.handle.update(data, metadata=meta, raw=True)
+def _chat(ns: dict[str, Any], name: str | None) -> Chat | None:
+    if not name:
+        return None
+    chat = ns.get(name)
+    if chat is None:
+        chat = ns[name] = Chat()
+    elif not isinstance(chat, Chat):
+        raise UsageError(f"{name} holds a {type(chat).__name__}, not a chat: choose another "
+                         "--chat name")
+    return chat
 
 
-def _partial(handle: session.StreamHandle, analysis: str, final: str) -> Reply:
-    sess = handle.session
-    return Reply(final=final, analysis=analysis, finish_reason="running", truncated=False,
-                 prompt_tokens=len(handle.prompt_ids), completion_tokens=len(handle.token_ids),
-                 latency_s=time.perf_counter() - handle.t0, effort=handle.options.effort,
-                 model=sess.label, analysis_tokens=handle.decoder.analysis_tokens,
-                 notice=sess.notice)
+def _store_columns(ns: dict[str, Any], target: Any, out: str, result: Any) -> None:
+    import pandas as pd
 
-
-def _stream_into_cell(handle: session.StreamHandle, show_reasoning: bool | None,
-                      fmt: str) -> None:
-    """Stream the reply: in a notebook as a live display, in a terminal as text."""
-    if _in_terminal():
-        _stream_to_terminal(handle, show_reasoning)
-        return
-    live = _Live(show_reasoning, fmt)
-    analysis: list[str] = []
-    final: list[str] = []
-    try:
-        for channel, text in handle.deltas():
-            (analysis if channel in ("analysis", "commentary") else final).append(text)
-            live.update(_partial(handle, "".join(analysis), "".join(final)))
-    finally:
-        live.update(handle.reply(), final=True)
-
-
-def _stream_to_terminal(handle: session.StreamHandle, show_reasoning: bool | None) -> None:
-    show = settings().show_reasoning if show_reasoning is None else show_reasoning
-    if handle.session.notice:
-        print(f"[{handle.session.notice}]")
-    channel_now: str | None = "start"
-    try:
-        for channel, text in handle.deltas():
-            if channel in ("analysis", "commentary") and not show:
-                continue
-            if channel != channel_now:
-                label = {"analysis": "--- reasoning ---", "final": "--- answer ---"}.get(
-                    channel or "", "")
-                if label and show:
-                    print(("\n" if channel_now != "start" else "") + label)
-                channel_now = channel
-            print(text, end="", flush=True)
-    finally:
-        reply = handle.reply()
-        print()
-        if reply.warning:
-            print(f"[warning: {reply.warning}]")
-        print(f"-- {display.footer(reply)}")
+    if isinstance(target, pd.Series):
+        ns[out] = result
+    elif isinstance(result, pd.Series):
+        target[out] = result
+    else:
+        for column in result.columns:
+            target[out if column == "answer" else f"{out}_{column}"] = result[column]
 
 
 def register(ipython: Any) -> None:

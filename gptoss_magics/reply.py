@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from . import harmony
+
+if TYPE_CHECKING:
+    from .constraint import Constraint
 
 
 def strip_fences(text: str) -> str:
@@ -118,3 +124,61 @@ class Reply:
         from .display import reply_bundle
 
         return reply_bundle(self, include=include, exclude=exclude)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One engine completion read back: what both a Reply and a map row are made of."""
+
+    parsed: harmony.Parsed
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None
+    reasoning_cut: bool
+    answer_logprob: float | None
+    value: Any = None
+    value_error: str | None = None
+
+    @property
+    def confidence(self) -> float | None:
+        """The model's probability of its answer (with log-probabilities), else None."""
+        return None if self.answer_logprob is None else round(math.exp(self.answer_logprob), 6)
+
+    @property
+    def answered(self) -> bool:
+        """True when there is a complete final answer to read a value from."""
+        return self.parsed.has_final and not self.parsed.truncated and not self.error
+
+
+def read_completion(completion: Any, *, constraint: Constraint | None = None,
+                    reasoning_budget: int | None = None, as_model: bool = True,
+                    parsed: harmony.Parsed | None = None) -> Reading:
+    """Parse an engine ``Completion`` once: the harmony reply, its flags, the answer's
+    log-probability, and the constrained value read back (``as_model``: a pydantic
+    object for a model schema, else plain JSON data). Never raises: a value that does
+    not fit is reported in ``value_error`` as one line."""
+    parsed = parsed or harmony.parse_completion(completion.token_ids, completion.finish_reason)
+    logprob = None
+    if getattr(completion, "logprobs", None) is not None:
+        logprob = harmony.answer_logprob(completion.token_ids, completion.logprobs)
+    reading = Reading(
+        parsed=parsed, finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens, completion_tokens=len(completion.token_ids),
+        error=completion.error,
+        reasoning_cut=reasoning_budget is not None and parsed.analysis_tokens >= reasoning_budget,
+        answer_logprob=logprob)
+    if constraint is None or constraint.kind == "none" or not reading.answered:
+        return reading
+    try:
+        value = constraint.read(parsed.final, as_model=as_model)
+    except (ValueError, TypeError) as exc:
+        one_line = " ".join(str(exc).split())  # pydantic's reasons are on later lines
+        return _replace(reading, value_error=f"{type(exc).__name__}: {one_line[:300]}")
+    return _replace(reading, value=value)
+
+
+def _replace(reading: Reading, **changes: Any) -> Reading:
+    from dataclasses import replace
+
+    return replace(reading, **changes)

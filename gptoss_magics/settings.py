@@ -77,6 +77,8 @@ class GptOssSettings(SingletonConfigurable):
     seed = Int(
         0,
         allow_none=True,
+        min=0,
+        max=2**63 - 1,
         help="""Per-request sampling seed, so that the same prompt, model and settings give the
         same answer. None draws a fresh seed for every request.""",
     ).tag(config=True)

@@ -18,10 +18,15 @@ from typing import Any
 
 import pandas as pd
 
+from . import audit
 from . import template as tmpl
-from .frame import examples_to_turns
+from .errors import InvalidOptionError
+from .fewshot import examples_to_turns
+from .frame.mapper import check_frame
+from .options import PROMPT_OPTIONS, UNSET, Options, check_budget, check_int, with_options
+from .prompting import make_reply
 from .reply import Reply
-from .session import Options, current, make_reply
+from .session import current
 from .settings import EFFORTS
 
 
@@ -77,14 +82,13 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+@with_options(tuple(n for n in PROMPT_OPTIONS if n not in ("effort", "seed")))
 def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
                     efforts: Sequence[str] = EFFORTS, n: int = 20, repeats: int = 5,
-                    expected: str | None = None, max_tokens: int | None = None,
-                    temperature: float | None = None, seed: int = 0,
-                    instructions: str | None = None,
-                    reasoning_budget: int | str | None = "default",
+                    expected: str | None = None, seed: int = 0,
                     budgets: Sequence[int | None] | None = None,
-                    examples: Any = None) -> EffortComparison:
+                    examples: Any = None,
+                    **options: Any) -> EffortComparison:
     """Run the same input at each effort and compare latency, tokens and accuracy.
 
     Parameters
@@ -97,8 +101,8 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
     expected : str, optional
         With a DataFrame: the column holding the right answer; adds an accuracy
         row (the final answer, stripped and case-folded, equals it).
-    reasoning_budget : int or None, optional
-        The reasoning budget of every run (default: the setting).
+    seed : int
+        The first sampling seed (and the seed that samples DataFrame rows).
     budgets : list of int or None, optional
         Compare these reasoning budgets too (``None``: no budget): one row per effort and
         budget, e.g. ``budgets=[None, 256, 1024]``, to choose both for a long job.
@@ -106,55 +110,89 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
         With a DataFrame: worked examples ahead of every row, as ``df.gptoss.map`` takes
         them, so that the sweep measures the prompts the map will send.
     """
-    session = current()
+    for name in ("effort", "seed"):
+        if name in options:
+            raise InvalidOptionError(f"compare_efforts sets {name} itself: use efforts=[...] "
+                                     "and seed=N")
+    Options.resolve(**options)  # every option checked before anything runs
+    seed = check_int("seed", seed, 0, 2**62)
+    budgets = _check_budgets(budgets)
+    if isinstance(efforts, str) or not efforts:
+        raise InvalidOptionError(f"efforts must be a list such as ['low', 'high'], not "
+                                 f"{efforts!r}")
     for effort in efforts:
         if effort not in EFFORTS:
-            raise ValueError(f"efforts must be among low, medium, high, not {effort!r}")
+            raise InvalidOptionError(f"efforts must be among low, medium, high, not {effort!r}")
+    session = current()
+    prompts, history, answers, seeds, label = _inputs(
+        source, template, n=n, repeats=repeats, expected=expected, seed=seed,
+        examples=examples)
+    audit.check_writable()
+    return _sweep(session, efforts, budgets, options, prompts, history, answers, seeds, label)
+
+
+def _check_budgets(budgets: Any) -> list[int | None] | None:
+    if budgets is None:
+        return None
+    if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence) or not budgets:
+        raise InvalidOptionError("budgets must be a list of reasoning budgets such as "
+                                 f"[None, 256, 1024], not {budgets!r:.60}")
+    try:
+        return [check_budget(b) for b in budgets]
+    except InvalidOptionError:
+        raise InvalidOptionError("budgets must hold token counts (0 or more) or None, not "
+                                 f"{list(budgets)!r:.60}") from None
+
+
+def _inputs(source: Any, template: str | None, *, n: int, repeats: int,
+            expected: str | None, seed: int, examples: Any) -> tuple[Any, ...]:
+    n = check_int("n", n, 1)
+    repeats = check_int("repeats", repeats, 1)
     if isinstance(source, pd.DataFrame):
         if template is None:
-            raise ValueError("with a DataFrame, give the template, e.g. 'Classify: {text}'")
+            raise InvalidOptionError("with a DataFrame, give the template, e.g. "
+                                     "'Classify: {text}'")
+        check_frame(source, template)
         frame = source.sample(n=min(n, len(source)), random_state=seed) \
             if len(source) > n else source
-        for name in tmpl.fields(template):
-            if name not in frame.columns:
-                raise tmpl.TemplateError(tmpl.missing_message(
-                    name, [str(c) for c in frame.columns], "column"))
         if expected is not None and expected not in frame.columns:
-            raise ValueError(f"expected={expected!r} is not a column")
+            raise InvalidOptionError(f"expected={expected!r} is not a column")
         prompts = [tmpl.render(template, tmpl.namespace_lookup(dict(row)))
                    for _, row in frame.iterrows()]
         history = examples_to_turns(template, examples)
         answers = list(frame[expected]) if expected is not None else None
-        seeds = [seed] * len(prompts)
-        label = f"{len(prompts)} rows"
-    else:
-        if examples is not None:
-            raise ValueError("examples go with a DataFrame and its template; for one prompt, "
-                             "write them into the prompt")
-        prompts = [str(source)] * repeats
-        history = ()
-        answers = None
-        seeds = [seed + i for i in range(repeats)]
-        label = f"one prompt x {repeats} samples"
+        return prompts, history, answers, [seed] * len(prompts), f"{len(prompts)} rows"
+    if not isinstance(source, str):
+        raise InvalidOptionError("compare_efforts takes a prompt (str) or a DataFrame, not "
+                                 f"{type(source).__name__}")
+    if examples is not None:
+        raise InvalidOptionError("examples go with a DataFrame and its template; for one "
+                                 "prompt, write them into the prompt")
+    return ([source] * repeats, (), None, [seed + i for i in range(repeats)],
+            f"one prompt x {repeats} samples")
 
+
+def _sweep(session: Any, efforts: Sequence[str], budgets: Sequence[int | None] | None,
+           options: dict[str, Any], prompts: list[str], history: Any, answers: Any,
+           seeds: list[int], label: str) -> EffortComparison:
     rows = []
     replies: dict[str, list[Reply]] = {}
     labels = []
-    runs = [(effort, b) for effort in efforts
-            for b in (budgets if budgets is not None else [reasoning_budget])]
+    runs = [(effort, b) for effort in efforts for b in (budgets if budgets is not None
+                                                        else [options.get("reasoning_budget",
+                                                                          UNSET)])]
     for effort, budget in runs:
-        options = Options.resolve(effort, max_tokens, temperature, None, seed, instructions,
-                                  budget)
+        opts = Options.resolve(**{**options, "effort": effort, "reasoning_budget": budget})
         key = effort if budgets is None else (
             f"{effort}, {'no budget' if budget is None else f'budget {budget}'}")
         labels.append(key)
-        base = options.sampling()
+        base = opts.sampling()
         samplings = [replace(base, seed=s) for s in seeds]
-        ids = [options.render(p, history) for p in prompts]
+        ids = [opts.render(p, history) for p in prompts]
         t0 = time.perf_counter()
         completions = session.engine.generate(ids, samplings)
         wall = time.perf_counter() - t0
-        out = [make_reply(session, options, s, c, prompt_ids=i, prompt=p, history=history)
+        out = [make_reply(session, opts, s, c, prompt_ids=i, prompt=p, history=history)
                for c, s, i, p in zip(completions, samplings, ids, prompts, strict=True)]
         replies[key] = out
         row: dict[str, Any] = {

@@ -18,7 +18,10 @@ from typing import Any
 import ipywidgets as w
 from traitlets import link
 
-from . import display, session
+from . import display
+from .errors import GptOssError
+from .options import check_names
+from .prompting import StreamHandle
 from .settings import EFFORTS, settings
 
 
@@ -55,6 +58,9 @@ class EffortPanel(w.VBox):
                                w.HBox([self.budget_on, self.budget])]
         self.prompt = prompt
         self.debounce_s = debounce_s
+        # the panel's own sliders set effort, temperature, max_tokens, reasoning_budget;
+        # any other option applies to every re-run, checked now (one line if bad)
+        check_names(complete_kwargs)
         self.complete_kwargs = complete_kwargs
         self.result = w.HTML(value="")
         self.status = w.HTML(value="")
@@ -63,7 +69,7 @@ class EffortPanel(w.VBox):
         self.cancelled = 0
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
-        self._handle: session.StreamHandle | None = None
+        self._handle: StreamHandle | None = None
         self._cancel = threading.Event()
         self._worker: threading.Thread | None = None
         if prompt is not None:
@@ -143,11 +149,11 @@ class EffortPanel(w.VBox):
 
     def _run(self, cancel: threading.Event) -> None:
         try:
-            handle = session.StreamHandle(
+            handle = StreamHandle(
                 str(self.prompt), effort=self.effort.value,
                 temperature=self.temperature.value, max_tokens=self.max_tokens.value,
                 **{"reasoning_budget": self.reasoning_budget, **self.complete_kwargs})
-        except Exception as exc:  # no model loaded, bad kwargs: say so in the panel
+        except GptOssError as exc:  # no model loaded, bad options: say so in the panel
             self.status.value = f"<span style='color:#b35900'>{html.escape(str(exc))}</span>"
             return
         self.status.value = (f"<i>running at effort {handle.options.effort}, temperature "

@@ -14,9 +14,10 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import gptoss_magics as gm
 from gptoss_magics import harmony as H
-from gptoss_magics import tiny_tasks as T
 from gptoss_magics.display import footer
-from gptoss_magics.session import Options, current
+from gptoss_magics.options import Options
+from gptoss_magics.session import current
+from gptoss_magics.tiny import tasks as T
 
 
 def E(text: str) -> list[int]:

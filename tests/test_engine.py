@@ -8,7 +8,8 @@ import pytest
 
 import gptoss_magics as gm
 from gptoss_magics import harmony as H
-from gptoss_magics.session import Options, current
+from gptoss_magics.options import Options
+from gptoss_magics.session import current
 
 pytestmark = pytest.mark.engine
 
@@ -82,7 +83,7 @@ def test_closing_a_stream_aborts_and_the_engine_keeps_working(engine: dict) -> N
         if i == 3:
             break
     stream.close()
-    assert current().engine._jobs == {}  # nothing left running
+    assert current().engine.in_flight == 0  # nothing left running
     reply = gm.complete("Still there?", max_tokens=4)
     assert reply.completion_tokens == 4
 
@@ -99,7 +100,7 @@ def test_loading_twice_says_what_to_do(engine: dict) -> None:
 
 
 def test_bad_arguments_raise_clear_errors(engine: dict) -> None:
-    with pytest.raises(ValueError, match="low, medium or high"):
+    with pytest.raises(ValueError, match="effort must be 'low', 'medium' or 'high'"):
         gm.complete("x", effort="max")
     with pytest.raises(ValueError, match="max_tokens"):
         gm.complete("x", max_tokens=0)

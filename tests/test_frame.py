@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import gptoss_magics as gm
-from gptoss_magics.frame import GptOssWarning, RowError
+from gptoss_magics import GptOssWarning, RowError
 from gptoss_magics.session import current
 from gptoss_magics.settings import settings
 

@@ -32,9 +32,33 @@ def test_load_ext_is_light() -> None:
     assert "HEAVY []" in _run(body)
 
 
+PUBLIC = [
+    "CancelledError", "EngineAlreadyLoadedError", "EngineDeadError", "EngineLoadError",
+    "EngineNotLoadedError", "GptOssError", "GptOssSettings", "GptOssWarning",
+    "InvalidOptionError", "MapJob", "MapPlan", "MissingDependencyError", "ModelCheck",
+    "ModelFolderError", "ModelNotFoundError", "Reply", "Reproduction", "RequestError",
+    "RowError", "StorageError", "TemplateError", "Turn", "UNSET", "__version__",
+    "check_model", "compare_efforts", "complete", "complete_batch", "effort_panel",
+    "is_loaded", "last_result", "load", "reproduce", "settings", "status", "stream", "unload",
+]
+
+
 def test_public_names_are_pinned() -> None:
     import gptoss_magics
 
-    assert sorted(gptoss_magics.__all__) == gptoss_magics.__all__
+    # adding or removing a public name is a decision: change PUBLIC with it
+    assert sorted(gptoss_magics.__all__) == sorted(PUBLIC)
+    assert len(set(gptoss_magics.__all__)) == len(gptoss_magics.__all__)
     for name in gptoss_magics.__all__:
         assert hasattr(gptoss_magics, name), name
+
+
+def test_every_deliberate_error_is_a_gptoss_error() -> None:
+    import gptoss_magics as gm
+
+    for name in PUBLIC:
+        obj = getattr(gm, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and \
+                not issubclass(obj, Warning):
+            assert issubclass(obj, gm.GptOssError), name
+    assert issubclass(gm.InvalidOptionError, ValueError)

@@ -14,7 +14,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import gptoss_magics as gm
 from gptoss_magics.magics import Chat
-from gptoss_magics.session import Options, current
+from gptoss_magics.options import Options
+from gptoss_magics.session import current
 
 pytestmark = pytest.mark.engine
 
@@ -111,12 +112,15 @@ def test_format_code_puts_the_answer_in_a_new_cell(ip: InteractiveShell,
     assert reply.final and seen == [reply.final.strip()]
 
 
-def test_format_json_warns_on_invalid_json(ip: InteractiveShell,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    cell(ip, "-n 100 -t 0 --format json", "Uppercase the word: river")
-    assert "not valid JSON" in capsys.readouterr().err
-    cell(ip, "-n 200 -t 0 --format json", "What is 17 + 25?")  # 42 is valid JSON
-    assert "not valid JSON" not in capsys.readouterr().err
+def test_format_json_warns_on_invalid_json(ip: InteractiveShell) -> None:
+    import warnings
+
+    with pytest.warns(gm.GptOssWarning, match="not valid JSON"):
+        cell(ip, "-n 100 -t 0 --format json", "Uppercase the word: river")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cell(ip, "-n 200 -t 0 --format json", "What is 17 + 25?")  # 42 is valid JSON
+    assert not [w for w in seen if "not valid JSON" in str(w.message)]
 
 
 def test_streaming_updates_the_display_before_generation_ends(ip: InteractiveShell) -> None:
@@ -201,9 +205,9 @@ def test_config_magic_changes_the_defaults(ip: InteractiveShell, fresh_settings:
 
 def test_terminal_streams_readable_text(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from gptoss_magics import magics
+    from gptoss_magics import live
 
-    monkeypatch.setattr(magics, "_in_terminal", lambda: True)
+    monkeypatch.setattr(live, "in_terminal", lambda: True)
     reply = cell(ip, "-n 12 --show-reasoning", "What is 2 + 3?")
     out = capsys.readouterr().out
     assert reply.final.strip() in out

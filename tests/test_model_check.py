@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +114,140 @@ def test_the_command_line(folder: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "NOT LOADABLE" in bad.stdout
     assert "problem: model-00001-of-00002.safetensors is missing" in bad.stdout
+
+
+# -- malformed folders: one problem line naming the file, never an exception -------------
+
+ST = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+GOOD_HEADER: dict[str, Any] = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                               "__metadata__": {"format": "pt"}}
+
+
+def write_safetensors(path: Path, header: Any, data: int = 8, raw: bytes | None = None) -> None:
+    """A safetensors file by hand: 8-byte little-endian header length, header, data."""
+    body = raw if raw is not None else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body + b"\0" * data)
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Path:
+    """A small folder that passes the check: config, tokenizer, one 2-float shard."""
+    out = tmp_path / "fake"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model_type": "gpt_oss"}))
+    (out / "tokenizer.json").write_text("{}")
+    write_safetensors(out / ST, GOOD_HEADER)
+    return out
+
+
+def entry(**change: Any) -> Callable[[Path], None]:
+    """Replace fields of tensor w's header entry (None deletes the field)."""
+    def mutate(folder: Path) -> None:
+        w = {**GOOD_HEADER["w"], **change}
+        write_safetensors(folder / ST, {"w": {k: v for k, v in w.items() if v is not None}})
+    return mutate
+
+
+def header(value: Any = None, raw: bytes | None = None) -> Callable[[Path], None]:
+    return lambda folder: write_safetensors(folder / ST, value, raw=raw)
+
+
+def text(name: str, content: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_text(content)
+
+
+def index(content: Any) -> Callable[[Path], None]:
+    return text(INDEX, content if isinstance(content, str) else json.dumps(content))
+
+
+BROKEN: list[tuple[str, Callable[[Path], None], str]] = [
+    ("config-list", text("config.json", "[]"), "config.json is not a JSON object (it is a list)"),
+    ("config-null", text("config.json", "null"), "config.json is not a JSON object (it is null)"),
+    ("config-string", text("config.json", '"gpt_oss"'), "config.json is not a JSON object"),
+    ("config-not-json", text("config.json", "{model_type"), "config.json cannot be read: it is "
+                                                              "not valid JSON"),
+    ("config-not-utf8", lambda f: (f / "config.json").write_bytes(b"\xff\xfe{"),
+     "config.json cannot be read"),
+    ("index-not-json", index("{not json"), f"{INDEX} cannot be read: it is not valid JSON"),
+    ("index-list", index([]), f"{INDEX} is not a JSON object (it is a list)"),
+    ("index-null", index(None), f"{INDEX} is not a JSON object (it is null)"),
+    ("index-no-map", index({"metadata": {}}), f"{INDEX} has no weight_map"),
+    ("index-map-list", index({"weight_map": [ST]}),
+     f"{INDEX} has a weight_map that is not a JSON object (it is a list)"),
+    ("index-map-null", index({"weight_map": None}), f"{INDEX} has a weight_map that is not"),
+    ("index-file-number", index({"weight_map": {"w": 5}}),
+     f"{INDEX} maps tensor 'w' to 5, not to a file name"),
+    ("index-file-outside", index({"weight_map": {"w": "../other/x.safetensors"}}),
+     f"{INDEX} maps tensor 'w' to '../other/x.safetensors', outside the folder"),
+    ("header-list", header([]), f"{ST} has a header that is not a JSON object (it is a list)"),
+    ("header-number", header(7), f"{ST} has a header that is not a JSON object"),
+    ("header-not-json", header(raw=b"{\"w\": [0,"), f"{ST} has an unreadable header"),
+    ("header-not-utf8", header(raw=b"\xff\xfe\xfd\xfc"), f"{ST} has an unreadable header"),
+    ("header-too-long", lambda f: (f / ST).write_bytes(struct.pack("<Q", 10**6) + b"{}"),
+     f"{ST} is not a safetensors file, or was cut short"),
+    ("entry-number", header({"w": 5}),
+     f"{ST} has a header entry for 'w' that is not a JSON object (it is a number)"),
+    ("metadata-list", header({**GOOD_HEADER, "__metadata__": []}),
+     f"{ST} has a __metadata__ entry that is not an object of strings"),
+    ("offsets-empty", entry(data_offsets=[]), f"{ST} gives tensor 'w' data_offsets that are not"),
+    ("offsets-null", entry(data_offsets=None), f"{ST} gives tensor 'w' data_offsets that are "),
+    ("offsets-strings", entry(data_offsets=["0", "8"]), "data_offsets that are not [begin, end]"),
+    ("offsets-reversed", entry(data_offsets=[8, 0]), "with 0 <= begin <= end ([8, 0])"),
+    ("offsets-negative", entry(data_offsets=[-8, 0]), "data_offsets that are not"),
+    ("offsets-beyond", entry(data_offsets=[0, 16], shape=[4]),
+     f"{ST} is cut short: 8 bytes of tensor data are missing"),
+    ("dtype-number", entry(dtype=32), f"{ST} gives tensor 'w' a dtype that is not a string (32)"),
+    ("dtype-missing", entry(dtype=None), "a dtype that is not a string (None)"),
+    ("shape-negative", entry(shape=[-2]), f"{ST} gives tensor 'w' a shape that is not a list of "
+                                           "non-negative integers ([-2])"),
+    ("shape-float", entry(shape=[2.0]), "a shape that is not a list of non-negative integers"),
+    ("shape-bool", entry(shape=[True, 2]), "a shape that is not a list"),
+    ("shape-string", entry(shape="2"), "a shape that is not a list"),
+    ("shape-size", entry(shape=[3]), f"{ST} gives tensor 'w' 8 bytes, but shape [3] of F32 "
+                                      "needs 12"),
+]
+
+
+def test_the_fake_folder_passes(fake: Path) -> None:
+    check = check_model(fake)
+    assert check.ok and check.tensors == 1 and check.weight_files == 1, check
+
+
+@pytest.mark.parametrize("mutate, expected", [(m, e) for _, m, e in BROKEN],
+                         ids=[name for name, _, _ in BROKEN])
+def test_a_malformed_folder_is_one_problem(fake: Path, mutate: Callable[[Path], None],
+                                           expected: str) -> None:
+    mutate(fake)
+    check = check_model(fake)
+    assert not check.ok
+    assert len(check.problems) == 1 and expected in check.problems[0], check.problems
+    assert "\n" not in check.problems[0]
+    if expected.startswith(("config.json", INDEX, ST)):
+        assert check.problems[0].startswith(expected.split()[0])
+
+
+@pytest.mark.parametrize("mutate, expected", [(m, e) for _, m, e in BROKEN],
+                         ids=[name for name, _, _ in BROKEN])
+def test_the_check_command_reports_it(fake: Path, mutate: Callable[[Path], None],
+                                      expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from gptoss_magics.__main__ import main
+
+    mutate(fake)
+    assert main(["check", str(fake)]) == 1
+    out = capsys.readouterr().out
+    problems = [line for line in out.splitlines() if line.strip().startswith("problem:")]
+    assert len(problems) == 1 and "NOT LOADABLE" in out
+
+
+@pytest.mark.parametrize("name", ["config-list", "index-map-list", "offsets-empty",
+                                  "offsets-null", "shape-negative"])
+def test_the_command_line_never_prints_a_traceback(fake: Path, name: str) -> None:
+    (mutate,) = [m for n, m, _ in BROKEN if n == name]
+    mutate(fake)
+    run = subprocess.run([sys.executable, "-m", "gptoss_magics", "check", str(fake)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "Error" not in run.stderr, run.stderr
+    problems = [line for line in run.stdout.splitlines() if line.strip().startswith("problem:")]
+    assert len(problems) == 1, run.stdout

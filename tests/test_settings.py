@@ -8,7 +8,7 @@ import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from gptoss_magics.session import Options
+from gptoss_magics.options import Options
 from gptoss_magics.settings import GptOssSettings
 
 

@@ -14,7 +14,6 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest
 
 import gptoss_magics as gm
 from gptoss_magics import harmony as H
-from gptoss_magics import tiny_tasks as T
 from gptoss_magics.reply import Reply
 from gptoss_magics.settings import settings
 from gptoss_magics.tiny import (
@@ -33,6 +31,7 @@ from gptoss_magics.tiny import (
     tiny_info,
     write_trained_weights,
 )
+from gptoss_magics.tiny import tasks as T
 
 REPO = Path(__file__).resolve().parent.parent
 N_PER_TASK_EFFORT = 10
@@ -120,26 +119,14 @@ def test_artifact_is_small_and_recorded() -> None:
     assert meta["steps"] == record["steps"] and meta["tasks"] == list(T.TASKS)
 
 
-def test_expansion_is_deterministic_and_fast(tmp_path: Path) -> None:
-    import torch
-    from safetensors import safe_open
-
-    write_trained_weights(tmp_path / "a")  # warm the imports
-    start = time.perf_counter()
+def test_expansion_is_deterministic(tmp_path: Path) -> None:
+    write_trained_weights(tmp_path / "a")
     write_trained_weights(tmp_path / "b")
-    assert time.perf_counter() - start < 5
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert a == b
+    assert set(a) == {"model.safetensors", "config.json", "generation_config.json"}
     built = _digests(build_tiny("tiny"))  # the session's copy (cached)
     assert {name: built[name] for name in a} == a
-    with safe_open(str(tmp_path / "a" / "model.safetensors"), "pt") as fh:
-        head = fh.get_tensor("lm_head.weight")
-    with safe_open(str(TRAINED_ARTIFACT), "pt") as fh:
-        used = fh.get_tensor("used_ids").long()
-    assert head.shape[0] == H.VOCAB_SIZE
-    nonzero = head.abs().sum(dim=1) != 0
-    assert nonzero.sum().item() <= len(used) and not nonzero[
-        torch.ones(H.VOCAB_SIZE, dtype=torch.bool).index_fill_(0, used, False)].any()
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ CHECK = textwrap.dedent("""
 
 def test_entry_point_is_installed() -> None:
     values = [e.value for e in entry_points(group="vllm.general_plugins")]
-    assert "gptoss_magics._vllm_plugin:register" in values
+    assert "gptoss_magics.engine._plugin:register" in values
 
 
 def test_vllm_loads_the_plugin_in_a_fresh_process() -> None:
@@ -40,7 +40,7 @@ def test_vllm_loads_the_plugin_in_a_fresh_process() -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "PARSER gptoss_magics._vllm_reasoning HarmonyFinalReasoningParser" in out
+    assert "PARSER gptoss_magics.engine._reasoning HarmonyFinalReasoningParser" in out
     if "AMX True" not in out:
         pytest.skip("this CPU has no AMX: nothing to request")
     # torch alone does not ask for the AMX tile permission; the plugin does, before any
@@ -51,7 +51,7 @@ def test_vllm_loads_the_plugin_in_a_fresh_process() -> None:
 def test_parser_ends_reasoning_only_at_the_final_channel() -> None:
     pytest.importorskip("vllm")
     from gptoss_magics import harmony as H
-    from gptoss_magics._vllm_reasoning import HarmonyFinalReasoningParser
+    from gptoss_magics.engine._reasoning import HarmonyFinalReasoningParser
 
     parser = HarmonyFinalReasoningParser.__new__(HarmonyFinalReasoningParser)
     prompt = H.render_prompt("q", history=[H.Turn("earlier", "an earlier final answer")])

@@ -5,7 +5,7 @@
 
 The model is a real ``GptOssForCausalLM`` (``gptoss_magics.tiny.TRAINED_ARCH``) with
 the exact o200k_harmony vocabulary of 201,088 ids, trained on the toy tasks of
-``gptoss_magics.tiny_tasks`` so that it answers in harmony form (an analysis message,
+``gptoss_magics.tiny.tasks`` so that it answers in harmony form (an analysis message,
 then a final message ending in ``<|return|>``), reasons longer at higher effort and
 gets its toy answers right. Some turns (``Hyper.cut_fraction``) have their reasoning cut
 short the way the engine cuts it when a reasoning budget runs out (the analysis closed and
@@ -56,7 +56,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gptoss_magics import tiny_tasks
 from gptoss_magics.harmony import VOCAB_SIZE
 from gptoss_magics.tiny import (
     ARTIFACT_META_KEY,
@@ -64,6 +63,7 @@ from gptoss_magics.tiny import (
     TRAINED_ARCH,
     TRAINED_ARTIFACT,
 )
+from gptoss_magics.tiny import tasks as tiny_tasks
 
 ARTIFACT_FORMAT = 1
 

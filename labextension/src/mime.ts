@@ -3,9 +3,14 @@
  * `to_json`): answer as markdown, reasoning in a collapsible block, notice, warning
  * and footer.
  *
- * Model output is untrusted whatever the notebook's trust: the answer goes through
- * JupyterLab's markdown renderer with `trusted: false`, so the app's sanitizer
- * strips scripts and event handlers; every other field is set as text.
+ * Model output is untrusted whatever the notebook's trust. The kernel sends the answer
+ * twice: `final` verbatim (for reproduction and audit) and `final_markdown`, made safe by
+ * gptoss_magics/safe_markdown.py (raw HTML escaped, images turned into links that load
+ * nothing, only http(s)/mailto/relative links live). Only `final_markdown` is rendered as
+ * markdown, through JupyterLab's renderer with `trusted: false`; images that would still
+ * appear are removed, so a prompt-injected answer cannot make the browser fetch a remote
+ * URL. Bundles without `final_markdown` (older versions) show `final` as plain text. Every
+ * other field is set as text.
  */
 
 import { renderMarkdown } from '@jupyterlab/rendermime';
@@ -20,6 +25,7 @@ export const REPLY_RANK = 10;
 /** The fields of the bundle the renderer reads. */
 export interface IReplyData {
   final?: string;
+  final_markdown?: string;
   analysis?: string;
   finish_reason?: string;
   truncated?: boolean;
@@ -83,10 +89,23 @@ export class ReplyRenderer extends Widget implements IRenderMime.IRenderer {
 
     const answer = div('gptoss-Reply-final jp-RenderedMarkdown jp-RenderedHTMLCommon');
     node.appendChild(answer);
+    if (typeof data.final_markdown !== 'string') {
+      answer.textContent = data.final ?? ''; // an older bundle: never render it as markup
+      answer.classList.add('gptoss-Reply-plain');
+    } else {
+      await this._renderMarkdown(answer, data.final_markdown);
+    }
+
+    if (data.footer) {
+      node.appendChild(div('gptoss-Reply-footer', data.footer));
+    }
+  }
+
+  private async _renderMarkdown(answer: HTMLElement, source: string): Promise<void> {
     const o = this._options;
     await renderMarkdown({
       host: answer,
-      source: data.final ?? '',
+      source,
       trusted: false, // model text: always sanitised
       sanitizer: o.sanitizer,
       resolver: o.resolver,
@@ -96,10 +115,9 @@ export class ReplyRenderer extends Widget implements IRenderMime.IRenderer {
       markdownParser: o.markdownParser ?? null,
       translator: o.translator
     });
-
-    if (data.footer) {
-      node.appendChild(div('gptoss-Reply-footer', data.footer));
-    }
+    // belt and braces: nothing in an answer may load a remote resource
+    answer.querySelectorAll('img, picture, source, video, audio, iframe, object, embed')
+      .forEach(el => el.remove());
   }
 
   private _options: IRenderMime.IRendererOptions;

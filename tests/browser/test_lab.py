@@ -267,6 +267,41 @@ def test_injected_html_does_not_run(page: Any, nb: Notebook) -> None:
     shot(page, "lab-injected-html")
 
 
+def test_remote_images_in_answers_load_nothing(page: Any, nb: Notebook) -> None:
+    """A prompt-injected answer cannot make the browser fetch a URL (a data leak)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    hits: list[str] = []
+
+    class Probe(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Probe)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        out = nb.run(
+            "from gptoss_magics import Reply\n"
+            f"Reply(final='![chart]({url}/md.png?d=secret) <img src=\"{url}/raw.png\">',\n"
+            "      analysis='', finish_reason='stop', truncated=False, prompt_tokens=1,\n"
+            "      completion_tokens=1, latency_s=0.1, effort='low', model='test')")
+        reply = out.locator(".gptoss-Reply")
+        expect(reply).to_have_count(1)
+        expect(reply.locator(".gptoss-Reply-final")).to_contain_text("image: chart")
+        page.wait_for_timeout(1500)
+        assert out.locator("img").count() == 0
+        assert hits == []
+    finally:
+        server.shutdown()
+
+
 def test_load_model_status_and_reply(page: Any, nb: Notebook, loaded_model: str) -> None:
     out = nb.run("%%gptoss --max-tokens 8\nSay hello to {{the reader}}, then stop.",
                  timeout=LOAD_TIMEOUT_MS)

@@ -1,5 +1,6 @@
 """vLLM general plugin, run by vLLM in every engine process (entry point
-``vllm.general_plugins``). Part of the engine layer: only vLLM imports it.
+``vllm.general_plugins``: ``gptoss_magics.engine._plugin:register``). Part of the engine
+layer: only vLLM and the engine import it.
 
 1. AMX permission. On CPUs with AMX (Sapphire Rapids and newer), vLLM's bf16 CPU
    attention kernel executes AMX instructions, and Linux kills a process that uses
@@ -26,9 +27,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .harmony import FINAL_MARK, FORCED_FINAL_TEXT, REASONING_START_TEXT
+from ..harmony import FINAL_MARK, FORCED_FINAL_TEXT, REASONING_START_TEXT
+from . import _compat
 
 PARSER_NAME = "gptoss_final"
+#: where vLLM finds the parser class (imported only when a request needs it)
+PARSER_MODULE = "gptoss_magics.engine._reasoning"
 
 
 def _find_mark(ids: Sequence[int], start: int = 0) -> int:
@@ -42,34 +46,14 @@ def _find_mark(ids: Sequence[int], start: int = 0) -> int:
 
 def register() -> None:
     """Entry point: AMX permission, then register the reasoning parser (lazily)."""
-    _init_amx()
-    try:
-        from vllm.reasoning import ReasoningParserManager
-    except ImportError:  # pragma: no cover - vLLM without reasoning parsers
-        return
-    ReasoningParserManager.register_lazy_module(
-        PARSER_NAME, "gptoss_magics._vllm_reasoning", "HarmonyFinalReasoningParser")
-
-
-def _init_amx() -> None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - vLLM always brings torch
-        return
-    cpu = getattr(torch, "cpu", None)
-    is_supported = getattr(cpu, "_is_amx_tile_supported", None)
-    init_amx = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
-    if is_supported is not None and init_amx is not None and is_supported():
-        init_amx()
+    _compat.init_amx()
+    _compat.register_reasoning_parser(PARSER_NAME, PARSER_MODULE,
+                                      "HarmonyFinalReasoningParser")
 
 
 def supports_reasoning_budget() -> bool:
     """True when this vLLM has per-request thinking budgets (``reasoning_config``)."""
-    import dataclasses
-
-    from vllm.engine.arg_utils import EngineArgs
-
-    return any(f.name == "reasoning_config" for f in dataclasses.fields(EngineArgs))
+    return _compat.supports_reasoning_budget()
 
 
 def parser_kwargs() -> dict[str, Any]:

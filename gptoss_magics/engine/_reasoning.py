@@ -1,4 +1,4 @@
-"""The ``gptoss_final`` vLLM reasoning parser (see :mod:`gptoss_magics._vllm_plugin`).
+"""The ``gptoss_final`` vLLM reasoning parser (see :mod:`gptoss_magics.engine._plugin`).
 
 Imported by vLLM only, when a structured-output request meets a gpt-oss engine
 loaded by gptoss_magics.
@@ -11,7 +11,7 @@ from typing import Any
 
 from vllm.reasoning import ReasoningParser
 
-from ._vllm_plugin import FINAL_MARK, _find_mark
+from ._plugin import FINAL_MARK, _find_mark
 
 
 class HarmonyFinalReasoningParser(ReasoningParser):

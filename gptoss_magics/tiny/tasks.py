@@ -31,7 +31,7 @@ import random
 import zlib
 from dataclasses import dataclass
 
-from . import harmony
+from .. import harmony
 
 TASKS: tuple[str, ...] = ("sentiment", "upper", "add")
 EFFORTS: tuple[str, ...] = ("low", "medium", "high")

