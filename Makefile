@@ -1,6 +1,7 @@
 # Two entry points for a newcomer:
 #   make demo   set up .venv and run the tour on the embedded tiny model (CPU, no downloads)
 #   make test   set up .venv and run the whole test suite (browser tests included)
+#   make test-fast   the fast tier: no vLLM, no model, no browser (under a minute)
 # `make setup` also builds the JupyterLab extension (labextension/, needs Node.js >= 20.19):
 # pip runs `jlpm install` + `jlpm build` through hatch-jupyter-builder. Under CI=true yarn
 # installs exactly labextension/yarn.lock; after changing labextension/package.json run
@@ -14,7 +15,7 @@ STAMP  := $(VENV)/.installed
 # the JupyterLab extension as installed in the venv, rebuilt when its sources change
 LABEXT := $(VENV)/share/jupyter/labextensions/gptoss-magics/package.json
 
-.PHONY: setup demo test lint bench clean node chromium
+.PHONY: setup demo test test-fast lint bench clean node chromium
 
 setup: $(STAMP) $(LABEXT)
 
@@ -55,6 +56,11 @@ demo: setup
 
 test: setup chromium
 	GPTOSS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+
+# every test that needs neither the real engine, nor the tiny model, nor vLLM, nor a
+# browser (tests/conftest.py marks them `fast`); it fails if vLLM gets imported
+test-fast: setup
+	$(PY) -m pytest -m fast -q
 
 lint: setup
 	$(VENV)/bin/ruff check gptoss_magics tests benchmarks tools

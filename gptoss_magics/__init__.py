@@ -35,11 +35,14 @@ from .errors import (
     StorageError,
     TemplateError,
 )
+from .fit import FitPlan, plan_fit
 from .frame import MapJob, MapPlan, last_result  # registers df.gptoss and series.gptoss
 from .harmony import Turn
+from .manifest import ManifestCheck, check_manifest, write_manifest
 from .model_check import ModelCheck, check_model
 from .options import UNSET
-from .prompting import Reproduction, complete, complete_batch, reproduce, stream
+from .evaluation import Cascade, EvaluationResult, evaluate, reproduce
+from .prompting import Reproduction, complete, complete_batch, stream
 from .reply import Reply
 from .session import is_loaded, load, status, unload
 from .settings import GptOssSettings, settings
@@ -54,14 +57,18 @@ except Exception:  # pragma: no cover - running from a source tree
 __all__ = [
     "UNSET",
     "CancelledError",
+    "Cascade",
     "EngineAlreadyLoadedError",
     "EngineDeadError",
     "EngineLoadError",
     "EngineNotLoadedError",
+    "EvaluationResult",
+    "FitPlan",
     "GptOssError",
     "GptOssSettings",
     "GptOssWarning",
     "InvalidOptionError",
+    "ManifestCheck",
     "MapJob",
     "MapPlan",
     "MissingDependencyError",
@@ -76,19 +83,23 @@ __all__ = [
     "TemplateError",
     "Turn",
     "__version__",
+    "check_manifest",
     "check_model",
     "compare_efforts",
     "complete",
     "complete_batch",
     "effort_panel",
+    "evaluate",
     "is_loaded",
     "last_result",
     "load",
+    "plan_fit",
     "reproduce",
     "settings",
     "status",
     "stream",
     "unload",
+    "write_manifest",
 ]
 
 

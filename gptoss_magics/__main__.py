@@ -1,12 +1,15 @@
 """Command line: ``python -m gptoss_magics demo`` (the tour on the tiny model),
-``python -m gptoss_magics build-tiny`` (prepare the tiny model ahead of time) and
-``python -m gptoss_magics check PATH`` (check a weights folder before loading it)."""
+``python -m gptoss_magics build-tiny`` (prepare the tiny model ahead of time),
+``python -m gptoss_magics check PATH [--manifest FILE]`` (check a weights folder before
+loading it; with a manifest, verify every byte of a copy) and
+``python -m gptoss_magics manifest PATH > weights.sha256`` (the SHA-256 of every file)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def _mb(n: int | None) -> str:
@@ -82,6 +85,38 @@ def check(path: str) -> int:
     return 0 if result.ok else 1
 
 
+def verify(path: str, manifest: str) -> int:
+    """Check ``path`` (headers) and verify every file against ``manifest``: exit 0 when
+    both pass, else 1, with one line per problem."""
+    from gptoss_magics.errors import GptOssError
+    from gptoss_magics.manifest import check_manifest
+
+    status = check(path)
+    try:
+        result = check_manifest(path, manifest, progress=sys.stderr.isatty())
+    except GptOssError as exc:
+        print(f"{path}: NOT VERIFIED\n  problem: {exc}")
+        return 1
+    print(repr(result))
+    return status or (0 if result.ok else 1)
+
+
+def manifest(path: str) -> int:
+    """Print the manifest of ``path`` (``sha256sum`` format) on standard output."""
+    from gptoss_magics.errors import GptOssError
+    from gptoss_magics.manifest import write_manifest
+
+    try:
+        # leave out the file standard output is redirected into, if it is in the folder
+        text = write_manifest(path, progress=sys.stderr.isatty(),
+                              exclude=(Path(f"/dev/fd/{sys.stdout.fileno()}"),))
+    except GptOssError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptoss_magics")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,11 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="check a weights folder (offline, headers only): "
                                      "exit 0 when it can be loaded")
     c.add_argument("path")
+    c.add_argument("--manifest", metavar="FILE",
+                   help="also verify every file against this manifest (SHA-256, all bytes)")
+    m = sub.add_parser("manifest", help="print the SHA-256 of every file in a folder "
+                                        "(sha256sum format), e.g. > weights.sha256")
+    m.add_argument("path")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.model)
     if args.command == "check":
-        return check(args.path)
+        return verify(args.path, args.manifest) if args.manifest else check(args.path)
+    if args.command == "manifest":
+        return manifest(args.path)
     from gptoss_magics.tiny import build_tiny
 
     print(build_tiny(args.name))

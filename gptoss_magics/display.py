@@ -8,12 +8,15 @@ or ``<script>``). Every form that a front end renders goes through
 ordinary markdown renders as usual. What each MIME type carries:
 
 - ``text/plain``: the answer and reasoning verbatim (shown as text, never as HTML);
+  with tools, one line per call between the reasoning and the answer;
 - ``text/markdown``: the answer re-written as escaped markdown, the reasoning escaped in
   one ``<pre>`` line (a blank line in it cannot end the HTML block);
-- ``text/html``: the answer rendered by the safe renderer, everything else escaped;
+- ``text/html``: the answer rendered by the safe renderer, everything else escaped (the
+  tool calls too, in a collapsed block between the reasoning and the answer);
 - ``application/vnd.gptoss.reply+json``: the Reply as data (``final`` stays verbatim, so
   that :func:`gptoss_magics.reproduce` can compare it) plus ``final_markdown``, the safe
-  markdown, which is what the lab extension should render;
+  markdown, which is what the lab extension should render, and ``tool_trail``, one line of
+  text per tool call;
 - metadata: the provenance (settings, tokens, timing, chat history) as JSON data, which
   no front end renders.
 """
@@ -43,10 +46,25 @@ def _md_text(text: str) -> str:
     return escape_text(text).replace("\n", " ")
 
 
+def trail(reply: Reply) -> list[str]:
+    """One line of plain text per tool call of ``reply`` (displays escape them)."""
+    from .tools import trail_lines
+
+    return trail_lines(reply.tool_calls)
+
+
+def _calls_label(reply: Reply) -> str:
+    n = len(reply.tool_calls)
+    return f"Tool calls ({n})" if n != 1 else "Tool call (1)"
+
+
 def footer(reply: Reply) -> str:
     """One line: model, effort, tokens, latency, speed."""
     parts = [reply.model, f"effort {reply.effort}",
              f"{reply.prompt_tokens} prompt + {reply.completion_tokens} completion tokens"]
+    if reply.tool_calls:
+        n = len(reply.tool_calls)
+        parts.append(f"{n} tool call{'s' if n != 1 else ''}")
     if reply.reasoning_cut:
         parts.append(f"reasoning cut at its budget of {reply.analysis_tokens} tokens")
     elif reply.analysis_tokens:
@@ -73,13 +91,17 @@ def to_text(reply: Reply, show_reasoning: bool | None = None) -> str:
         lines.append(f"[{reply.notice}]")
     if reply.warning:
         lines.append(f"[warning: {reply.warning}]")
-    if reply.analysis:
-        if _show_reasoning(show_reasoning):
-            lines.append("--- reasoning ---")
-            lines.append(reply.analysis)
-            lines.append("--- answer ---")
-        else:
-            lines.append(f"[reasoning: {reply.analysis_tokens} tokens, hidden; see .analysis]")
+    shown = bool(reply.analysis) and _show_reasoning(show_reasoning)
+    if shown:
+        lines.append("--- reasoning ---")
+        lines.append(reply.analysis)
+    elif reply.analysis:
+        lines.append(f"[reasoning: {reply.analysis_tokens} tokens, hidden; see .analysis]")
+    if reply.tool_calls:
+        lines.append(f"--- {_calls_label(reply).lower()}; see .tool_calls ---")
+        lines.extend(trail(reply))
+    if shown or reply.tool_calls:
+        lines.append("--- answer ---")
     lines.append(reply.final)
     lines.append(f"-- {footer(reply)}")
     return "\n".join(lines)
@@ -106,6 +128,11 @@ def to_markdown(reply: Reply, show_reasoning: bool | None = None) -> str:
             f"<details{opened}><summary>Reasoning ({reply.analysis_tokens} tokens)</summary>"
             f"<pre>{reasoning}</pre></details>\n"
         )
+    if reply.tool_calls:
+        opened = " open" if _show_reasoning(show_reasoning) else ""
+        calls = "&#10;".join(html.escape(line) for line in trail(reply))
+        out.append(f"<details{opened}><summary>{_calls_label(reply)}</summary>"
+                   f"<pre>{calls}</pre></details>\n")
     out.append(safe_md(reply.final))
     out.append(f"<sub>{_md_text(footer(reply))}</sub>")
     return "\n".join(out)
@@ -118,7 +145,9 @@ _STYLE = (
     "color:var(--jp-ui-font-color2,#666);font-size:.92em}.gptoss-footer{font-size:.8em;"
     "color:var(--jp-ui-font-color3,#888);margin-top:.4em}.gptoss-notice{font-size:.85em;"
     "font-style:italic;color:var(--jp-ui-font-color2,#777)}.gptoss-warning{color:"
-    "var(--jp-warn-color0,#b35900)}</style>"
+    "var(--jp-warn-color0,#b35900)}.gptoss-tools{white-space:pre-wrap;font-family:"
+    "var(--jp-code-font-family,monospace);font-size:.85em;border-left:3px solid "
+    "var(--jp-brand-color2,#9ac);padding-left:.6em}</style>"
 )
 
 
@@ -139,6 +168,12 @@ def to_html(reply: Reply, show_reasoning: bool | None = None, *, streaming: bool
             f"<details{opened}><summary>{label}</summary>"
             f'<div class="gptoss-reasoning">{html.escape(reply.analysis)}</div></details>'
         )
+    if reply.tool_calls:
+        opened = " open" if (streaming and not reply.final) or _show_reasoning(show_reasoning) \
+            else ""
+        calls = html.escape("\n".join(trail(reply)))
+        parts.append(f"<details{opened}><summary>{_calls_label(reply)}</summary>"
+                     f'<div class="gptoss-tools">{calls}</div></details>')
     answer = _markdown_to_html(reply.final) if markdown else \
         f'<pre style="white-space:pre-wrap">{html.escape(reply.final)}</pre>'
     parts.append(f'<div class="gptoss-final">{answer}</div>')
@@ -159,6 +194,7 @@ def to_json(reply: Reply) -> dict[str, Any]:
     data = reply.to_dict()
     data.pop("token_ids", None)
     data["final_markdown"] = safe_md(reply.final)
+    data["tool_trail"] = trail(reply)
     data["footer"] = footer(reply)
     data["show_reasoning"] = _show_reasoning(None)
     return data

@@ -42,7 +42,16 @@ def _labels(text: str) -> list[str]:
     return labels
 
 
-for _fn, _name in ((_budget, "token count"), (_seed, "seed"), (_labels, "label list")):
+def _tool_names(text: str) -> list[str]:
+    """argparse type of --tools: comma-separated names (of functions, or python)."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(n.isidentifier() for n in names):
+        raise ValueError(text)
+    return names
+
+
+for _fn, _name in ((_budget, "token count"), (_seed, "seed"), (_labels, "label list"),
+                   (_tool_names, "tool name list")):
     _fn.__name__ = _name  # argparse names the type in its error message
 
 #: argparse keyword arguments per option (the flags and help come from OPTION_DOCS)
@@ -72,6 +81,8 @@ def option_arguments(names: Sequence[str]) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         for name in reversed(names):
             doc = OPTION_DOCS[name]
+            if not doc.flags:
+                continue  # a Python-only option (or one a magic declares itself)
             kwargs = {"default": SUPPRESS, **_ARGPARSE[name]}
             help_text = doc.help + (" A variable's name." if name in _VARIABLES else "")
             fn = argument(*doc.flags, dest=name, help=help_text, **kwargs)(fn)
@@ -89,11 +100,36 @@ def options_from(args: Namespace, names: Sequence[str],
         if not hasattr(args, name):
             continue
         value = getattr(args, name)
-        if name in _VARIABLES:
+        if name == "tools":
+            value = tools_from(value, namespace)
+        elif name in _VARIABLES:
             if value not in namespace:
                 raise UsageError(f"--{name} {value}: no such variable in the notebook")
             value = namespace[value]
         out[name] = value
+    return out
+
+
+def tools_argument() -> Callable[[F], F]:
+    """The ``--tools NAME,NAME`` flag of %%gptoss (the functions are the notebook's)."""
+    return argument("--tools", dest="tools", type=_tool_names, default=SUPPRESS,
+                    metavar="NAME,NAME",
+                    help=OPTION_DOCS["tools"].help + " Names of the notebook's functions; "
+                    "'python' is the built-in sandboxed tool.")
+
+
+def tools_from(names: Sequence[str], namespace: Mapping[str, Any]) -> list[Any]:
+    """The tools ``--tools`` names: 'python' is the built-in tool, other names are the
+    notebook's functions (or Tool objects)."""
+    out: list[Any] = []
+    for name in names:
+        if name == "python":
+            out.append(name)
+        elif name not in namespace:
+            raise UsageError(f"--tools {name}: no such function in the notebook (define it, "
+                             "or use python for the built-in tool)")
+        else:
+            out.append(namespace[name])
     return out
 
 

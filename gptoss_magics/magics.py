@@ -21,8 +21,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from . import session, template
 from .chat import Chat
 from .errors import GptOssError, GptOssWarning
+from .fit import FitPlan, load_warning, plan_fit
 from .live import stream_into_cell
-from .magic_args import engine_extras, option_arguments, options_from, split
+from .magic_args import engine_extras, option_arguments, options_from, split, tools_argument
 from .options import PROMPT_OPTIONS
 from .prompting import StreamHandle
 from .reply import strip_fences
@@ -82,15 +83,42 @@ class GptOssMagics(Magics):
             engine_args["multiprocess"] = True
         model = args.model or settings().model
         print(f"Loading {model} ...", flush=True)
+        too_big = load_warning(model, engine_args)
+        if too_big:
+            warnings.warn(too_big, GptOssWarning, stacklevel=2)
         with _usage_errors():
             return StatusView(session.load(model, **engine_args))
 
+    @magic_arguments()
+    @argument("model", nargs="?", default=None,
+              help="With --fit: a weights folder, its config.json, or a model name "
+                   "(default: the loaded model, else GptOssSettings.model).")
+    @argument("--fit", type=float, metavar="GPU_GIB",
+              help="Plan whether the model fits a GPU with this many GiB (loads nothing).")
+    @argument("--max-model-len", type=int, metavar="N",
+              help="With --fit: the context length to plan for (default: the model's).")
+    @argument("--concurrency", type=int, default=1, metavar="N",
+              help="With --fit: how many sequences of that length must fit at once.")
+    @argument("--gpu-memory-utilization", type=float, default=0.9, metavar="F",
+              help="With --fit: the share of the GPU vLLM may use (default 0.9).")
     @line_magic
-    def gptoss_status(self, line: str) -> StatusView:
-        """Show the loaded model, its device, the memory in use and the current defaults."""
-        if line.strip():
-            raise UsageError("%gptoss_status takes no arguments")
-        return StatusView(session.status())
+    def gptoss_status(self, line: str) -> StatusView | FitPlan:
+        """Show the loaded model, its device, the memory in use and the current defaults.
+
+        With --fit GPU_GIB: whether a model fits a GPU of that size (weights, KV cache,
+        the longest context), read from its config and headers, e.g.
+        ``%gptoss_status --fit 80 --max-model-len 32768 /models/gpt-oss-120b``.
+        """
+        args = self.gptoss_status.parser.parse_args(split(line))
+        if args.fit is None:
+            if line.strip():
+                raise UsageError("%gptoss_status takes no arguments, except --fit GPU_GIB "
+                                 "[--max-model-len N] [--concurrency N] [MODEL]")
+            return StatusView(session.status())
+        with _usage_errors():
+            model = args.model or session.status().get("path") or settings().model
+            return plan_fit(model, args.fit, args.max_model_len, args.concurrency,
+                            args.gpu_memory_utilization)
 
     @line_magic
     def gptoss_unload(self, line: str) -> None:
@@ -158,6 +186,8 @@ class GptOssMagics(Magics):
         target = ns.get(args.frame)
         if not isinstance(target, (pd.DataFrame, pd.Series)):
             raise UsageError(f"{args.frame!r} is not a DataFrame or Series in this notebook")
+        if isinstance(target, pd.Series):  # the answers go into a new variable
+            _variable_name("--out", args.out)
         options = options_from(args, _MAP_OPTIONS, ns)
         options["cache"] = not args.no_cache
         with _usage_errors():
@@ -177,6 +207,7 @@ class GptOssMagics(Magics):
     # ------------------------------------------------------------------ prompting
     @magic_arguments()
     @option_arguments(PROMPT_OPTIONS)
+    @tools_argument()
     @argument("--show-reasoning", dest="show_reasoning", action="store_const", const=True,
               default=None, help="Show the reasoning expanded.")
     @argument("--hide-reasoning", dest="show_reasoning", action="store_const", const=False,
@@ -203,6 +234,10 @@ class GptOssMagics(Magics):
 
             %%gptoss --effort high -o reply
             Summarise the risks in {filing_text} in three bullets.
+
+        With --tools fx_rate,python the model may call the notebook's function fx_rate
+        and the sandboxed python tool before it answers; the calls show between the
+        reasoning and the answer, and reply.tool_calls holds them.
         """
         args = self.gptoss.parser.parse_args(split(line))
         shell = self.shell
@@ -219,16 +254,21 @@ class GptOssMagics(Magics):
             handle = StreamHandle(prompt, history=chat.turns if chat is not None else (),
                                   **options_from(args, PROMPT_OPTIONS, ns))
         interrupted = False
+        failed: GptOssError | None = None
         try:
             stream_into_cell(handle, args.show_reasoning, args.format)
         except KeyboardInterrupt:
             interrupted = True
+        except GptOssError as exc:  # the engine refused or stopped: one line, reply kept
+            failed = exc
         reply = handle.reply()
         if chat is not None and reply.final and not interrupted:
             chat.add(prompt, reply)
         if args.output:
             ns[args.output] = reply
         shell.displayhook.update_user_ns(reply)
+        if failed is not None:
+            raise UsageError(str(failed)) from None
         if interrupted:
             raise KeyboardInterrupt(
                 f"generation interrupted after {reply.completion_tokens} tokens; the partial "

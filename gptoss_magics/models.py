@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,8 @@ from typing import Any
 from .errors import CancelledError, ModelFolderError, ModelNotFoundError
 from .settings import settings
 
-__all__ = ["Fingerprint", "FingerprintTask", "file_sha256", "fingerprint", "resolve_model",
-           "start_fingerprint", "weights_fingerprint"]
+__all__ = ["Fingerprint", "FingerprintTask", "file_sha256", "fingerprint", "hash_file",
+           "resolve_model", "start_fingerprint", "weights_fingerprint"]
 
 KIND = "full-sha256"
 BLOCK = 8 * 2**20  # bytes read per step; hashlib releases the GIL on buffers this large
@@ -165,7 +166,8 @@ def _unreadable(path: Path, err: OSError) -> ModelFolderError:
     )
 
 
-def _hash(path: Path, stop: threading.Event | None) -> tuple[str, int]:
+def _hash(path: Path, stop: threading.Event | None,
+          progress: Callable[[int], object] | None = None) -> tuple[str, int]:
     digest = hashlib.sha256()
     buf = bytearray(BLOCK)
     view = memoryview(buf)
@@ -174,23 +176,30 @@ def _hash(path: Path, stop: threading.Event | None) -> tuple[str, int]:
         while n := fh.readinto(view):
             digest.update(view[:n])
             total += n
+            if progress is not None:
+                progress(n)
             if stop is not None and stop.is_set():
                 raise CancelledError("The weights fingerprint was cancelled.")
     return digest.hexdigest(), total
 
 
-def _file_sha(path: Path, memo: _Memo,
-              stop: threading.Event | None = None) -> tuple[str, str, int, int]:
-    """(sha256 hex, how it was obtained, bytes read, size) for one file."""
+def _file_sha(path: Path, memo: _Memo, stop: threading.Event | None = None, *,
+              progress: Callable[[int], object] | None = None,
+              trust_blob_names: bool = True) -> tuple[str, str, int, int]:
+    """(sha256 hex, how it was obtained, bytes read, size) for one file; ``progress``
+    hears of the bytes as they are read (all at once when they need not be)."""
     try:
         real = os.path.realpath(path)
         before = os.stat(real)
-        if (blob := _hf_blob_sha(path)) is not None:
-            return blob, "hf-blob-name", 0, before.st_size
+        blob = _hf_blob_sha(path) if trust_blob_names else None
         key = _Memo.key(real, before)
-        if (known := memo.known.get(key)) is not None:
-            return known, "memo", 0, before.st_size
-        sha, total = _hash(Path(real), stop)
+        known = blob or memo.known.get(key)
+        if known is not None:
+            if progress is not None:
+                progress(before.st_size)
+            return known, "hf-blob-name" if blob else "memo", 0, before.st_size
+        sha, total = _hash(Path(real), stop) if progress is None else \
+            _hash(Path(real), stop, progress)
         after = os.stat(real)
     except OSError as err:
         raise _unreadable(path, err) from None
@@ -204,6 +213,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
     Raises ``ModelFolderError`` when the file cannot be read."""
     return _file_sha(Path(path), _Memo())[0]
+
+
+def hash_file(path: str | os.PathLike[str], *, progress: Callable[[int], object] | None = None,
+              trust_blob_names: bool = True) -> tuple[str, str]:
+    """(SHA-256 hex, how: "hashed", "memo" or "hf-blob-name") of one file, as
+    :func:`file_sha256` finds it; ``progress(n)`` hears of the bytes read.
+    ``trust_blob_names=False`` reads a Hugging Face snapshot's files instead of taking
+    their blob names (to verify a copy). Raises ``ModelFolderError`` when unreadable."""
+    sha, how, _, _ = _file_sha(Path(path), _Memo(), progress=progress,
+                               trust_blob_names=trust_blob_names)
+    return sha, how
 
 
 # ---------------------------------------------------------------------- a folder

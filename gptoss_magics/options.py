@@ -31,6 +31,7 @@ from . import harmony
 from .constraint import Constraint
 from .errors import InvalidOptionError
 from .settings import EFFORTS, settings
+from .tools import MAX_ROUNDS, TIMEOUT_S, declarations, resolve_tools, tools_identity
 
 #: Largest seed the engine accepts (a 64-bit signed integer).
 MAX_SEED: Final = 2**63 - 1
@@ -74,6 +75,9 @@ class PromptOptions(TypedDict, total=False):
     choices: Sequence[str] | None
     regex: str | None
     schema: Any
+    tools: Sequence[Any] | None
+    max_tool_rounds: int
+    tool_timeout_s: float
 
 
 class MapOptions(PromptOptions, total=False):
@@ -85,6 +89,7 @@ class MapOptions(PromptOptions, total=False):
     cache: bool
     on_error: str
     progress: bool
+    cascade: Any
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,15 @@ OPTION_DOCS: Final[dict[str, OptionDoc]] = {
     "regex": OptionDoc("The answer matches this regular expression.", ("--regex",), None),
     "schema": OptionDoc("The answer is JSON of this pydantic model or JSON schema dict.",
                         ("--schema",), None),
+    # --tools NAME,NAME is declared by %%gptoss itself (magic_args.tools_argument): maps do
+    # not run tools yet
+    "tools": OptionDoc("Tools the model may call: Python functions (their docstring and type "
+                       "hints describe them) and 'python', the sandboxed Python tool.",
+                       (), None),
+    "max_tool_rounds": OptionDoc("Most tool calls per reply; a call past it is refused and "
+                                 "the model told to answer.", (), MAX_ROUNDS),
+    "tool_timeout_s": OptionDoc("Seconds one tool call may take; then the model is told it "
+                                "timed out.", (), TIMEOUT_S),
     "examples": OptionDoc("Worked examples (few-shot): a DataFrame with the template's "
                           "columns and an 'answer' column, or (input, answer) pairs.",
                           ("--examples",), None),
@@ -128,6 +142,9 @@ OPTION_DOCS: Final[dict[str, OptionDoc]] = {
     "on_error": OptionDoc("'mark' puts failures into an error column; 'raise' raises.",
                           (), "mark"),
     "progress": OptionDoc("Show a progress bar.", (), True),
+    "cascade": OptionDoc("A gptoss_magics.Cascade: rows run at its first level; those the "
+                         "model is unsure of go on to the next (map and plan only).",
+                         (), None),
 }
 
 PROMPT_OPTIONS: Final = tuple(PromptOptions.__annotations__)
@@ -242,6 +259,9 @@ class Options:
     reasoning_budget: int | None = None
     confidence: bool = False
     constraint: Constraint = field(default_factory=lambda: Constraint("none"))
+    tools: tuple[Any, ...] = ()
+    max_tool_rounds: int = MAX_ROUNDS
+    tool_timeout_s: float = TIMEOUT_S
 
     @classmethod
     def resolve(cls, **given: Any) -> Options:
@@ -275,14 +295,27 @@ class Options:
             confidence=check_bool("confidence", pick("confidence", False)),
             constraint=Constraint.make(pick("choices", None), pick("schema", None),
                                        pick("regex", None)),
+            tools=resolve_tools(pick("tools", None)),
+            max_tool_rounds=check_int("max_tool_rounds",
+                                      pick("max_tool_rounds", MAX_ROUNDS), 0, 1000),
+            tool_timeout_s=check_float("tool_timeout_s", pick("tool_timeout_s", TIMEOUT_S),
+                                       0.0, low_open=True,
+                                       accepts="a number of seconds, more than 0"),
         )
 
-    def render(self, prompt: str, history: Sequence[harmony.Turn] = ()) -> list[int]:
-        """Prompt token ids for ``prompt`` under these options."""
+    def render(self, prompt: str, history: Sequence[harmony.Turn] = (), *,
+               run_tools: bool = False) -> list[int]:
+        """Prompt token ids for ``prompt`` under these options. With tools, only a caller
+        that runs them (``run_tools=True``) may render the prompt that declares them."""
+        if self.tools and not run_tools:
+            raise InvalidOptionError(
+                "this surface does not run tools yet (complete, complete_batch, stream and "
+                "%%gptoss do): leave tools out here")
+        specs, python = declarations(self.tools)
         return harmony.render_prompt(
             prompt, effort=self.effort, instructions=self.instructions or None,
             history=history, knowledge_cutoff=self.knowledge_cutoff,
-            current_date=self.current_date,
+            current_date=self.current_date, tools=specs, python=python,
         )
 
     def sampling(self) -> Any:
@@ -297,9 +330,15 @@ class Options:
                         **self.constraint.sampling_args)
 
     def describe(self) -> dict[str, Any]:
-        """The options as plain data, for provenance records."""
-        return {"effort": self.effort, "instructions": self.instructions,
-                "current_date": self.current_date, "knowledge_cutoff": self.knowledge_cutoff}
+        """The options as plain data, for provenance records (with tools: their
+        identities and limits)."""
+        out: dict[str, Any] = {
+            "effort": self.effort, "instructions": self.instructions,
+            "current_date": self.current_date, "knowledge_cutoff": self.knowledge_cutoff}
+        if self.tools:
+            out.update(tools=tools_identity(self.tools), max_tool_rounds=self.max_tool_rounds,
+                       tool_timeout_s=self.tool_timeout_s)
+        return out
 
 
 __all__ = ["MAP_OPTIONS", "OPTION_DOCS", "PROMPT_OPTIONS", "UNSET", "MapOptions", "Options",

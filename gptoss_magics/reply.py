@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import harmony
 
 if TYPE_CHECKING:
     from .constraint import Constraint
+    from .tools import ToolCall
 
 
 def strip_fences(text: str) -> str:
@@ -37,7 +38,10 @@ class Reply:
     constraint, at temperature 1. With a constraint (``choices``, ``regex``, ``schema``)
     ``value`` is the answer read back: the label, the matched text, or the schema's
     pydantic object (a dict for a JSON-schema dict); ``value_error`` says why an answer
-    did not fit.
+    did not fit. With tools, ``tool_calls`` is the trail of calls (name, arguments,
+    result or error, latency), ``analysis`` the reasoning of every round, the token
+    counts cover the whole chain (``prompt_tokens``: the prompt and the tool results the
+    model read) and ``tool_limit_hit`` says the model called past ``max_tool_rounds``.
     """
 
     final: str
@@ -62,11 +66,15 @@ class Reply:
     prompt: str = field(default="", repr=False)
     token_ids: tuple[int, ...] = field(default=(), repr=False)
     provenance: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    tool_calls: tuple[ToolCall, ...] = field(default=(), repr=False, compare=False)
+    tool_limit_hit: bool = False
 
     @property
     def ok(self) -> bool:
-        """True when the model finished and wrote a final answer in harmony form."""
-        return not (self.truncated or self.malformed or self.error) and self.finish_reason == "stop"
+        """True when the model finished and wrote a final answer in harmony form (within
+        the tool round limit)."""
+        return not (self.truncated or self.malformed or self.error or self.tool_limit_hit) \
+            and self.finish_reason == "stop"
 
     @property
     def tokens_per_s(self) -> float:
@@ -86,6 +94,11 @@ class Reply:
                     "below max_tokens")
         if self.truncated:
             return f"hit max_tokens ({self.completion_tokens} tokens): the answer is cut off"
+        if self.tool_limit_hit:
+            done = max(len(self.tool_calls) - 1, 0)  # the last call was the refused one
+            return (f"the model kept calling tools after {done} calls (max_tool_rounds); it "
+                    "was told to answer without them" + ("" if self.final else
+                                                        " and gave no answer"))
         if self.value_error:
             return f"the answer does not fit the constraint: {self.value_error}"
         if self.recovered:
@@ -111,7 +124,8 @@ class Reply:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain data (JSON-serialisable)."""
-        out = asdict(self)
+        out = asdict(replace(self, tool_calls=()))  # a tool's result need not deep-copy
+        out["tool_calls"] = [c.to_dict() for c in self.tool_calls]
         out["token_ids"] = list(self.token_ids)
         if hasattr(self.value, "model_dump"):
             out["value"] = self.value.model_dump(mode="json")

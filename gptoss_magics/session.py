@@ -27,6 +27,7 @@ from .errors import (
     EngineNotLoadedError,
     ModelFolderError,
 )
+from .load_progress import LoadDisplay
 from .model_check import check_model
 from .models import resolve_model, start_fingerprint
 from .settings import settings
@@ -154,7 +155,8 @@ def _refuse_second() -> None:
             "(%gptoss_unload) first, then load again.")
 
 
-def load(model: str | None = None, **engine_args: Any) -> dict[str, Any]:
+def load(model: str | None = None, *, progress: bool | None = None,
+         **engine_args: Any) -> dict[str, Any]:
     """Start a vLLM engine for ``model`` in this process and return its status.
 
     ``model`` is a local weights folder, a Hugging Face id already in the local
@@ -164,6 +166,8 @@ def load(model: str | None = None, **engine_args: Any) -> dict[str, Any]:
     ``settings().engine_args``. ``multiprocess=True`` runs vLLM's engine core in a
     child process instead of this one. Nothing is ever downloaded. The weights'
     full SHA-256 fingerprint is computed while vLLM loads (remembered afterwards).
+    ``progress``: show a progress line (shards and bytes read, elapsed time) while it
+    loads; by default only in a Jupyter kernel or on a terminal.
     """
     with _State.lock:
         s = settings()
@@ -177,19 +181,21 @@ def load(model: str | None = None, **engine_args: Any) -> dict[str, Any]:
         multiprocess = bool(args.pop("multiprocess", False))
         fingerprint = start_fingerprint(path)
         before = MemoryReport.now()
+        label = (tiny_info(path) or {}).get("kind", "tiny") if tiny else name
+        display = LoadDisplay(label, progress)
         _State.loading.set()
         notify()
         try:
             engine = Engine.start(str(path), multiprocess=multiprocess, offline=s.offline,
-                                  **args)
+                                  on_progress=display, **args)
         finally:
             _State.loading.clear()
+            display.close()
         try:
             fp = fingerprint.result()
         except BaseException:
             engine.close()
             raise
-        label = (tiny_info(path) or {}).get("kind", "tiny") if tiny else name
         _State.session = Session(engine, label, path, tiny, fp.value, before,
                                  MemoryReport.now(), fp.kind,
                                  notice=notice_for(label) if tiny else None)
@@ -233,22 +239,43 @@ def using(engine: EngineProtocol, label: str = "scripted", *, fingerprint: str =
 def unload() -> dict[str, Any]:
     """Shut the engine down and free its memory; returns the memory figures.
 
+    ``rss_*`` and ``gpu_*``: this process's resident memory and GPU 0's memory in use
+    before the load, loaded and after the unload. The first load in a process also
+    imports vLLM and torch, whose code and data stay (Python does not unload modules):
+    ``rss_after_import`` is the RSS once they were imported, before the engine was built,
+    and ``engine_rss_bytes`` what the engine itself took (loaded minus that).
+    ``returned_share`` is the part of it the unload gave back (1.0: all of it).
     Raises :class:`EngineNotLoadedError` when nothing is loaded.
     """
     with _State.lock:
         session = current()
         _State.session = None
+        t0 = time.perf_counter()
         session.engine.close()
+        unload_s = time.perf_counter() - t0
         after = MemoryReport.now()
     notify()
+    return _memory_report(session, after, unload_s)
+
+
+def _memory_report(session: Session, after: MemoryReport, unload_s: float
+                   ) -> dict[str, Any]:
+    before, loaded = session.memory_before, session.memory_loaded
+    base = max(before.rss_bytes, int(session.engine.info.get("rss_after_import") or 0))
+    engine_rss = loaded.rss_bytes - base
     return {
         "model": session.label,
-        "rss_before_load": session.memory_before.rss_bytes,
-        "rss_loaded": session.memory_loaded.rss_bytes,
+        "rss_before_load": before.rss_bytes,
+        "rss_after_import": base,
+        "rss_loaded": loaded.rss_bytes,
         "rss_after_unload": after.rss_bytes,
-        "gpu_before_load": session.memory_before.gpu_used_bytes,
-        "gpu_loaded": session.memory_loaded.gpu_used_bytes,
+        "engine_rss_bytes": engine_rss,
+        "returned_share": round((loaded.rss_bytes - after.rss_bytes) / engine_rss, 4)
+        if engine_rss > 0 else None,
+        "gpu_before_load": before.gpu_used_bytes,
+        "gpu_loaded": loaded.gpu_used_bytes,
         "gpu_after_unload": after.gpu_used_bytes,
+        "unload_s": round(unload_s, 2),
     }
 
 

@@ -5,11 +5,17 @@
 rows. Both show a table and a small chart of latency, reasoning tokens and answer
 tokens per effort (and accuracy, when the right answers are known): the numbers
 needed to choose an effort for a 10,000-row job.
+
+It is the quick form of :func:`gptoss_magics.evaluate`, built on the same code: a
+DataFrame's rows run as one map per effort (:mod:`gptoss_magics.evaluation.runner`), and
+every setting's figures come from the same per-row outcomes and marks (normalised exact
+match, with a 95% Wilson interval).
 """
 
 from __future__ import annotations
 
 import html
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -18,16 +24,22 @@ from typing import Any
 
 import pandas as pd
 
-from . import audit
-from . import template as tmpl
+from . import audit, harmony
 from .errors import InvalidOptionError
+from .evaluation.metrics import Metric
+from .evaluation.runner import make_mapper, run_mapper
+from .evaluation.stats import Outcome, summarise
 from .fewshot import examples_to_turns
 from .frame.mapper import check_frame
+from .frame.result import RowResult
 from .options import PROMPT_OPTIONS, UNSET, Options, check_budget, check_int, with_options
-from .prompting import make_reply
+from .prompting import make_reply, prompt_sha256
 from .reply import Reply
 from .session import current
 from .settings import EFFORTS
+
+#: the sweep's accuracy: the evaluation's normalised exact match
+EXACT = Metric("exact")
 
 
 @dataclass
@@ -124,11 +136,10 @@ def compare_efforts(source: str | pd.DataFrame, template: str | None = None, *,
         if effort not in EFFORTS:
             raise InvalidOptionError(f"efforts must be among low, medium, high, not {effort!r}")
     session = current()
-    prompts, history, answers, seeds, label = _inputs(
-        source, template, n=n, repeats=repeats, expected=expected, seed=seed,
-        examples=examples)
+    inputs = _inputs(source, template, n=n, repeats=repeats, expected=expected, seed=seed,
+                     examples=examples)
     audit.check_writable()
-    return _sweep(session, efforts, budgets, options, prompts, history, answers, seeds, label)
+    return _sweep(session, efforts, budgets, options, inputs, seed)
 
 
 def _check_budgets(budgets: Any) -> list[int | None] | None:
@@ -145,7 +156,7 @@ def _check_budgets(budgets: Any) -> list[int | None] | None:
 
 
 def _inputs(source: Any, template: str | None, *, n: int, repeats: int,
-            expected: str | None, seed: int, examples: Any) -> tuple[Any, ...]:
+            expected: str | None, seed: int, examples: Any) -> _Inputs:
     n = check_int("n", n, 1)
     repeats = check_int("repeats", repeats, 1)
     if isinstance(source, pd.DataFrame):
@@ -157,24 +168,36 @@ def _inputs(source: Any, template: str | None, *, n: int, repeats: int,
             if len(source) > n else source
         if expected is not None and expected not in frame.columns:
             raise InvalidOptionError(f"expected={expected!r} is not a column")
-        prompts = [tmpl.render(template, tmpl.namespace_lookup(dict(row)))
-                   for _, row in frame.iterrows()]
-        history = examples_to_turns(template, examples)
+        examples_to_turns(template, examples)  # checked before anything runs
         answers = list(frame[expected]) if expected is not None else None
-        return prompts, history, answers, [seed] * len(prompts), f"{len(prompts)} rows"
+        return _Inputs(frame=frame, template=template, examples=examples, answers=answers,
+                       label=f"{len(frame)} rows")
     if not isinstance(source, str):
         raise InvalidOptionError("compare_efforts takes a prompt (str) or a DataFrame, not "
                                  f"{type(source).__name__}")
     if examples is not None:
         raise InvalidOptionError("examples go with a DataFrame and its template; for one "
                                  "prompt, write them into the prompt")
-    return ([source] * repeats, (), None, [seed + i for i in range(repeats)],
-            f"one prompt x {repeats} samples")
+    return _Inputs(prompt=source, seeds=[seed + i for i in range(repeats)],
+                   label=f"one prompt x {repeats} samples")
+
+
+@dataclass
+class _Inputs:
+    """What a sweep runs: a DataFrame sample (one map per setting), or one prompt
+    sampled with several seeds."""
+
+    label: str
+    frame: pd.DataFrame | None = None
+    template: str = ""
+    examples: Any = None
+    answers: list[Any] | None = None
+    prompt: str = ""
+    seeds: list[int] = field(default_factory=list)
 
 
 def _sweep(session: Any, efforts: Sequence[str], budgets: Sequence[int | None] | None,
-           options: dict[str, Any], prompts: list[str], history: Any, answers: Any,
-           seeds: list[int], label: str) -> EffortComparison:
+           options: dict[str, Any], inputs: _Inputs, seed: int) -> EffortComparison:
     rows = []
     replies: dict[str, list[Reply]] = {}
     labels = []
@@ -182,35 +205,94 @@ def _sweep(session: Any, efforts: Sequence[str], budgets: Sequence[int | None] |
                                                         else [options.get("reasoning_budget",
                                                                           UNSET)])]
     for effort, budget in runs:
-        opts = Options.resolve(**{**options, "effort": effort, "reasoning_budget": budget})
+        given = {**options, "effort": effort, "reasoning_budget": budget}
         key = effort if budgets is None else (
             f"{effort}, {'no budget' if budget is None else f'budget {budget}'}")
         labels.append(key)
-        base = opts.sampling()
-        samplings = [replace(base, seed=s) for s in seeds]
-        ids = [opts.render(p, history) for p in prompts]
-        t0 = time.perf_counter()
-        completions = session.engine.generate(ids, samplings)
-        wall = time.perf_counter() - t0
-        out = [make_reply(session, opts, s, c, prompt_ids=i, prompt=p, history=history)
-               for c, s, i, p in zip(completions, samplings, ids, prompts, strict=True)]
+        if inputs.frame is not None:
+            out, outcomes, wall = _map_rows(session, given, inputs, seed)
+        else:
+            out, outcomes, wall = _sample_prompt(session, given, inputs)
+        if inputs.answers is not None:
+            for o, a in zip(outcomes, inputs.answers, strict=True):
+                o.score = EXACT.mark(o.answer, a)
         replies[key] = out
-        row: dict[str, Any] = {
-            "n": len(out),
-            "median latency s": _median([r.latency_s for r in out]),
-            "median reasoning tokens": _median([r.analysis_tokens for r in out]),
-            "median answer tokens": _median([r.completion_tokens - r.analysis_tokens
-                                             for r in out]),
-            "truncated": sum(r.truncated for r in out),
-            "reasoning cut": sum(r.reasoning_cut for r in out),
-            "batch s": round(wall, 3),
-            "rows per s": round(len(out) / wall, 2) if wall > 0 else float("nan"),
-        }
-        if answers is not None:
-            right = sum(str(r.final).strip().casefold() == str(a).strip().casefold()
-                        for r, a in zip(out, answers, strict=True))
-            row["accuracy"] = right / len(out) if out else float("nan")
-        rows.append(row)
+        rows.append(_table_row(outcomes, wall))
     name = "effort" if budgets is None else "effort, reasoning budget"
     table = pd.DataFrame(rows, index=pd.Index(labels, name=name))
-    return EffortComparison(table, replies, label)
+    return EffortComparison(table, replies, inputs.label)
+
+
+def _map_rows(session: Any, given: dict[str, Any], inputs: _Inputs, seed: int
+              ) -> tuple[list[Reply], list[Outcome], float]:
+    """The sample's rows as one map (cache off: the sweep times every row)."""
+    assert inputs.frame is not None
+    mapper = make_mapper(inputs.frame, inputs.template,
+                         {**given, "seed": seed, "examples": inputs.examples, "cache": False,
+                          "progress": False}, {})
+    outcomes = run_mapper(mapper)
+    history = mapper.spec.examples
+    prompts = mapper.prompts()
+    out = [_reply(session, mapper.options, mapper.sampling, row, prompt, history)
+           for row, prompt in zip(mapper.per_row, prompts, strict=True)
+           if row is not None and prompt is not None]
+    return out, outcomes, mapper.summary.seconds
+
+
+def _reply(session: Any, opts: Options, sampling: Any, row: RowResult, prompt: str,
+           history: Sequence[harmony.Turn]) -> Reply:
+    """A map row as a :class:`Reply` (with the provenance :func:`reproduce` needs)."""
+    provenance = session.provenance(opts, sampling.as_dict())
+    provenance["prompt_sha256"] = prompt_sha256(opts.render(prompt, history))
+    if history:
+        provenance["history"] = [[t.user, t.final] for t in history]
+    confidence = None if row.answer_logprob is None else round(math.exp(row.answer_logprob), 6)
+    return Reply(
+        final=row.final or "", analysis=row.analysis, finish_reason=row.finish_reason,
+        truncated=row.truncated, prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens, latency_s=row.latency_s or 0.0,
+        effort=opts.effort, model=session.label, analysis_tokens=row.analysis_tokens or 0,
+        reasoning_cut=row.reasoning_cut, confidence=confidence, value=row.value,
+        value_error=None if row.engine_error else row.error,
+        error=row.error if row.engine_error else None, notice=session.notice, prompt=prompt,
+        provenance=provenance)
+
+
+def _sample_prompt(session: Any, given: dict[str, Any], inputs: _Inputs
+                   ) -> tuple[list[Reply], list[Outcome], float]:
+    """One prompt sampled once per seed, in one engine batch."""
+    opts = Options.resolve(**given)
+    base = opts.sampling()
+    samplings = [replace(base, seed=s) for s in inputs.seeds]
+    ids = opts.render(inputs.prompt)
+    t0 = time.perf_counter()
+    completions = session.engine.generate([ids] * len(samplings), samplings)
+    wall = time.perf_counter() - t0
+    out = [make_reply(session, opts, s, c, prompt_ids=ids, prompt=inputs.prompt)
+           for c, s in zip(completions, samplings, strict=True)]
+    outcomes = [Outcome(i, i, r.value if r.value is not None else r.final, r.final,
+                        latency_s=r.latency_s, reasoning_tokens=r.analysis_tokens,
+                        answer_tokens=r.completion_tokens - r.analysis_tokens,
+                        completion_tokens=r.completion_tokens, truncated=r.truncated,
+                        reasoning_cut=r.reasoning_cut, error=r.error)
+                for i, r in enumerate(out)]
+    return out, outcomes, wall
+
+
+def _table_row(outcomes: Sequence[Outcome], wall: float) -> dict[str, Any]:
+    """The sweep's figures for one setting, from the evaluation's outcomes."""
+    figures = summarise(outcomes)
+    row: dict[str, Any] = {
+        "n": figures["n"],
+        "median latency s": figures["median latency s"],
+        "median reasoning tokens": _median([o.reasoning_tokens for o in outcomes]),
+        "median answer tokens": _median([o.answer_tokens for o in outcomes]),
+        "truncated": sum(o.truncated for o in outcomes),
+        "reasoning cut": sum(o.reasoning_cut for o in outcomes),
+        "batch s": round(wall, 3),
+        "rows per s": round(len(outcomes) / wall, 2) if wall > 0 else float("nan"),
+    }
+    if any(o.score is not None for o in outcomes):
+        row.update({k: figures[k] for k in ("accuracy", "accuracy 95% low",
+                                            "accuracy 95% high")})
+    return row

@@ -11,6 +11,7 @@ tokens and latency.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 from typing import Any
@@ -19,26 +20,39 @@ import ipywidgets as w
 from traitlets import link
 
 from . import display
-from .errors import GptOssError
-from .options import check_names
+from .errors import GptOssError, InvalidOptionError
+from .options import Options, check_names
 from .prompting import StreamHandle
 from .settings import EFFORTS, settings
+
+
+#: The sliders' label column: wide enough for "temperature" at JupyterLab's default font
+#: (ipywidgets' own 80 px cut it to "temperat…"), in em so that it follows the font size,
+#: and one width for all, so that the sliders line up.
+LABEL_STYLE = {"description_width": "7.5em"}
 
 
 class EffortPanel(w.VBox):
     """The effort panel widget; see :func:`effort_panel`."""
 
+    def __new__(cls, prompt: str | None = None, *, debounce_s: float = 0.4,
+                **complete_kwargs: Any) -> EffortPanel:
+        # checked before the widget exists: a half-made widget would fail in __del__
+        _check_panel_options(prompt, complete_kwargs)
+        return super().__new__(cls, prompt, debounce_s=debounce_s, **complete_kwargs)
+
     def __init__(self, prompt: str | None = None, *, debounce_s: float = 0.4,
                  **complete_kwargs: Any) -> None:
         s = settings()
         self.effort = w.SelectionSlider(options=list(EFFORTS), value=s.effort,
-                                        description="effort", continuous_update=False)
+                                        description="effort", continuous_update=False,
+                                        style=LABEL_STYLE)
         self.temperature = w.FloatSlider(value=s.temperature, min=0.0, max=2.0, step=0.05,
                                          description="temperature", continuous_update=False,
-                                         readout_format=".2f")
+                                         readout_format=".2f", style=LABEL_STYLE)
         self.max_tokens = w.IntSlider(value=min(s.max_tokens, 8192), min=16, max=8192,
                                       step=16, description="max tokens",
-                                      continuous_update=False)
+                                      continuous_update=False, style=LABEL_STYLE)
         self._links = [link((self.effort, "value"), (s, "effort")),
                        link((self.temperature, "value"), (s, "temperature")),
                        link((self.max_tokens, "value"), (s, "max_tokens"))]
@@ -48,7 +62,7 @@ class EffortPanel(w.VBox):
                                     description="limit reasoning")
         self.budget = w.IntSlider(value=min(s.reasoning_budget or 256, 8192), min=0,
                                   max=8192, step=16, description="budget",
-                                  continuous_update=False,
+                                  continuous_update=False, style=LABEL_STYLE,
                                   disabled=s.reasoning_budget is None)
         self._syncing = False
         self.budget_on.observe(self._budget_to_settings, names="value")
@@ -78,6 +92,7 @@ class EffortPanel(w.VBox):
                            self.budget_on):
                 slider.observe(self._on_change, names="value")
         super().__init__(children=children)
+        self._closed = False
         self.add_class("gptoss-effort-panel")
         if prompt is not None:
             self.rerun()
@@ -108,10 +123,15 @@ class EffortPanel(w.VBox):
             self._syncing = False
 
     def close(self) -> None:
-        """Close the widgets and stop following the settings."""
-        settings().unobserve(self._budget_from_settings, names="reasoning_budget")
+        """Close the widgets and stop following the settings (safe to call twice)."""
+        if getattr(self, "_closed", True):  # closed, or never fully made
+            return
+        self._closed = True
+        with contextlib.suppress(ValueError):
+            settings().unobserve(self._budget_from_settings, names="reasoning_budget")
         for ln in self._links:
-            ln.unlink()
+            with contextlib.suppress(ValueError):
+                ln.unlink()
         super().close()
 
     # ------------------------------------------------------------------ re-running
@@ -149,13 +169,15 @@ class EffortPanel(w.VBox):
 
     def _run(self, cancel: threading.Event) -> None:
         try:
-            handle = StreamHandle(
-                str(self.prompt), effort=self.effort.value,
-                temperature=self.temperature.value, max_tokens=self.max_tokens.value,
-                **{"reasoning_budget": self.reasoning_budget, **self.complete_kwargs})
-        except GptOssError as exc:  # no model loaded, bad options: say so in the panel
+            self._generate(cancel)
+        except GptOssError as exc:  # no model, an unloaded engine, bad options: say so
             self.status.value = f"<span style='color:#b35900'>{html.escape(str(exc))}</span>"
-            return
+
+    def _generate(self, cancel: threading.Event) -> None:
+        handle = StreamHandle(
+            str(self.prompt), effort=self.effort.value,
+            temperature=self.temperature.value, max_tokens=self.max_tokens.value,
+            **{"reasoning_budget": self.reasoning_budget, **self.complete_kwargs})
         self.status.value = (f"<i>running at effort {handle.options.effort}, temperature "
                              f"{handle.options.temperature:g} …</i>")
         stream = handle.deltas()
@@ -173,6 +195,19 @@ class EffortPanel(w.VBox):
         self.runs += 1
         self.status.value = ""
         self.result.value = display.to_html(reply)
+
+
+def _check_panel_options(prompt: Any, options: dict[str, Any]) -> None:
+    """Refuse a bad prompt or option when the panel is made, not in its first run."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise InvalidOptionError(f"the panel's prompt must be a string, not "
+                                 f"{type(prompt).__name__}")
+    check_names(options)
+    for name in ("effort", "temperature", "max_tokens"):
+        if name in options:
+            raise InvalidOptionError(f"{name} is the panel's slider: leave it out of "
+                                     "effort_panel(...)")
+    Options.resolve(**options)
 
 
 def effort_panel(prompt: str | None = None, **complete_kwargs: Any) -> EffortPanel:

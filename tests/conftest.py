@@ -21,6 +21,7 @@ child processes (kernels, the offline test) inherit them through the environment
 from __future__ import annotations
 
 import _thread
+import atexit
 import os
 import sys
 import tempfile
@@ -122,7 +123,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line("fast tier: vllm was imported (see the failing test)", red=True)
+            reporter.write_sep("!", "fast tier: vllm was imported (see the failing test)",
+                               red=True)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -234,9 +236,9 @@ class Recorder(DisplayPublisher):
         self.events: list[tuple[float, dict[str, Any], dict[str, Any], bool]] = []
         self.interrupt_at_first_text = False
 
-    def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,  # type: ignore[override]
+    def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,
                 source: Any = None, *, transient: Any = None, update: bool = False,
-                **kwargs: Any) -> None:
+                **kwargs: Any) -> None:  # type: ignore[override]
         self.events.append((time.perf_counter(), data, metadata or {}, update))
         if self.interrupt_at_first_text and update and data.get("text/plain", "").strip():
             self.interrupt_at_first_text = False
@@ -267,3 +269,8 @@ def ip() -> Iterator[InteractiveShell]:
         yield shell
     finally:
         InteractiveShell.clear_instance()
+        # its exit handler would reset it with a gc.collect() at interpreter exit, once
+        # per shell made: close its history now and let it go instead
+        atexit.unregister(shell.atexit_operations)
+        if shell.history_manager is not None:
+            shell.history_manager.close()

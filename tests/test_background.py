@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -25,13 +25,6 @@ def sums(n: int, offset: int = 0) -> pd.DataFrame:
                                for i in range(n)]})
 
 
-def wait_until(condition, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_a_background_map_gives_the_map_result(engine: dict) -> None:
     df = pd.DataFrame({"w": WORDS * 3})
     kw = {"effort": "low", "temperature": 0, "max_tokens": 64, "cache": False}
@@ -47,13 +40,13 @@ def test_a_background_map_gives_the_map_result(engine: dict) -> None:
         assert list(result[:8]) == [w.upper() for w in WORDS]
 
 
-def test_interactive_requests_go_ahead_of_its_rows(engine: dict) -> None:
+def test_interactive_requests_go_ahead_of_its_rows(engine: dict, wait_until: Any) -> None:
     info = current().engine.info
     assert info["priority"]  # the engine schedules by priority
     df = sums(1000)
     job = df.gptoss.submit("{q}", effort="high", temperature=0, max_tokens=48, cache=False)
     try:
-        wait_until(lambda: job.rows_done > 0 or job.done)
+        wait_until(lambda: job.rows_done > 0 or job.done, timeout=120)
         assert not job.done
         from gptoss_magics.magics import StatusView
 
@@ -62,20 +55,24 @@ def test_interactive_requests_go_ahead_of_its_rows(engine: dict) -> None:
         assert gm.status()["background"][0]["rows"] == 1000
         reply = gm.complete("Uppercase the word: river", effort="low", temperature=0,
                             max_tokens=64)
-        done_when_answered = job.rows_done
+        done_when_answered, rows_when_answered = job.done, job.rows_done
     finally:
         job.cancel()
     assert reply.completion_tokens > 0
-    # first come, first served would have made the cell wait behind most of the 1,000
-    # queued rows; by priority it waited for a slot in the running batch only
-    assert done_when_answered < 0.5 * len(df), (done_when_answered, reply.latency_s)
+    if engine["model"] == "tiny":
+        assert reply.final == "RIVER"
+    # by priority the cell waited for a slot in the running batch only, not behind the
+    # 1,000 queued rows: it was answered while the job was still running
+    print(f"answered after {reply.latency_s:.2f} s, with {rows_when_answered} of "
+          f"{len(df)} rows done")
+    assert not done_when_answered
 
 
-def test_cancel_keeps_the_finished_rows(engine: dict) -> None:
+def test_cancel_keeps_the_finished_rows(engine: dict, wait_until: Any) -> None:
     df = sums(300, offset=3)
     kw = {"effort": "medium", "temperature": 0, "max_tokens": 48}
     job = df.gptoss.submit("{q} (background)", **kw)
-    wait_until(lambda: job.rows_done >= 20 or job.done)
+    wait_until(lambda: job.rows_done >= 20 or job.done, timeout=120)
     job.cancel()
     assert job.done and repr(job).startswith("MapJob cancelled")
     with pytest.raises(gm.CancelledError, match=r"map cancelled: \d+ of 300 distinct prompts"):
@@ -101,11 +98,7 @@ def test_submit_needs_a_model_at_once() -> None:
     assert out.stdout.startswith("refused: No model is loaded"), out.stdout + out.stderr
 
 
-def test_the_map_magic_in_the_background(engine: dict) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("gptoss_magics")
+def test_the_map_magic_in_the_background(engine: dict, ip: Any) -> None:
     ip.user_ns["words"] = pd.DataFrame({"w": WORDS})
     job = ip.run_line_magic("gptoss_map", 'words "Uppercase the word: {w}" -o up -t 0 -n 64 '
                                           "--no-cache --background")

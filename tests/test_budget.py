@@ -18,7 +18,6 @@ import gptoss_magics as gm
 from gptoss_magics import harmony as H
 from gptoss_magics.display import footer
 from gptoss_magics.options import Options
-from gptoss_magics.session import current
 from gptoss_magics.settings import settings
 from gptoss_magics.tiny import tasks as T
 
@@ -179,16 +178,9 @@ def test_the_map_warning_suggests_a_budget(engine: dict, pinned_date: None) -> N
                       cache=False, progress=False)
 
 
-@pytest.fixture
-def ip(engine: dict) -> InteractiveShell:
-    shell = InteractiveShell.instance()
-    shell.extension_manager.load_extension("gptoss_magics")
-    return shell
-
-
-def test_the_cell_magic_takes_a_budget(ip: InteractiveShell, fresh_settings: Any,
-                                       pinned_date: None) -> None:
-    _needs_trained({"model": current().label})
+def test_the_cell_magic_takes_a_budget(ip: InteractiveShell, engine: dict,
+                                       fresh_settings: Any, pinned_date: None) -> None:
+    _needs_trained(engine)
     ip.run_cell_magic("gptoss", "-e high -t 0 --reasoning-budget 5", "What is 40 + 2?")
     reply = ip.user_ns["_"]
     assert reply.reasoning_cut and reply.analysis_tokens == 5
@@ -201,37 +193,13 @@ def test_the_cell_magic_takes_a_budget(ip: InteractiveShell, fresh_settings: Any
         ip.run_cell_magic("gptoss", "--reasoning-budget lots", "What is 40 + 2?")
 
 
-def test_the_map_magic_takes_a_budget(ip: InteractiveShell, pinned_date: None,
+def test_the_map_magic_takes_a_budget(ip: InteractiveShell, engine: dict, pinned_date: None,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    _needs_trained({"model": current().label})
+    _needs_trained(engine)
     ip.user_ns["deals"] = pd.DataFrame({"q": ["What is 5 + 6?", "What is 7 + 8?"]})
     ip.run_line_magic("gptoss_map", 'deals "{q}" --out a -e high -t 0 -b 6 --no-cache')
     assert ip.user_ns["deals"]["a"].notna().all()
     assert "0 truncated, 2 reasoning cut, 0 failed" in capsys.readouterr().out
-
-
-def test_the_panel_controls_the_budget(engine: dict, fresh_settings: Any) -> None:
-    panel = gm.effort_panel()
-    assert not panel.budget_on.value and panel.budget.disabled
-    panel.budget_on.value = True
-    panel.budget.value = 64
-    assert fresh_settings.reasoning_budget == 64 and not panel.budget.disabled
-    fresh_settings.reasoning_budget = None  # e.g. %config: the panel follows
-    assert not panel.budget_on.value and panel.budget.disabled
-    fresh_settings.reasoning_budget = 32
-    assert panel.budget_on.value and panel.budget.value == 32
-    panel.close()
-    fresh_settings.reasoning_budget = 16  # a closed panel no longer follows
-    assert panel.budget.value == 32
-
-
-def test_an_engine_without_budgets_says_so(engine: dict, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
-    eng = current().engine
-    monkeypatch.setitem(eng.info, "reasoning_budget", False)
-    with pytest.raises(gm.GptOssError, match=r"no reasoning budgets.*upgrade vllm"):
-        gm.complete("hi", reasoning_budget=4)
-    assert gm.complete("hi", max_tokens=4, reasoning_budget=None).completion_tokens > 0
 
 
 def test_the_sweep_compares_budgets(engine: dict, pinned_date: None) -> None:

@@ -102,9 +102,7 @@ def test_a_confidence_column_and_the_cache(engine: dict) -> None:
 
 
 @pytest.mark.engine
-def test_confidence_from_the_magics(engine: dict) -> None:
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("gptoss_magics")
+def test_confidence_from_the_magics(engine: dict, ip: InteractiveShell) -> None:
     ip.run_cell_magic("gptoss", "-t 0 -n 120 --confidence", "Uppercase the word: river")
     reply = ip.user_ns["_"]
     if engine["model"] == "tiny":

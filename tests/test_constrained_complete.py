@@ -85,9 +85,7 @@ def test_a_value_that_does_not_fit_is_reported_not_raised() -> None:
         Constraint.make(LABELS, None, "x")
 
 
-def test_the_cell_magic_takes_constraints(engine: dict) -> None:
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("gptoss_magics")
+def test_the_cell_magic_takes_constraints(engine: dict, ip: InteractiveShell) -> None:
     ip.run_cell_magic("gptoss", "-t 0 -n 120 --choices positive,negative,neutral",
                       "What is the sentiment of: a wonderful trip")
     reply = ip.user_ns["_"]

@@ -60,9 +60,7 @@ def test_a_map_with_examples(engine: dict) -> None:
 
 
 @pytest.mark.engine
-def test_examples_from_the_map_magic(engine: dict) -> None:
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("gptoss_magics")
+def test_examples_from_the_map_magic(engine: dict, ip: InteractiveShell) -> None:
     ip.user_ns.update(rows=ROWS.copy(), shots=SHOTS)
     ip.run_line_magic("gptoss_map", 'rows "What is the sentiment of: {text}" -o label '
                                     "--examples shots -e low -t 0 -n 120 "

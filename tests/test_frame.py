@@ -15,7 +15,6 @@ import pytest
 
 import gptoss_magics as gm
 from gptoss_magics import GptOssWarning, RowError
-from gptoss_magics.session import current
 from gptoss_magics.settings import settings
 
 pytestmark = pytest.mark.engine
@@ -27,27 +26,36 @@ def frame(n: int, seed: int = 0, start: int = 100) -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "k": range(n)}, index=range(start, start + 2 * n, 2))
 
 
+#: words the trained tiny model uppercases (greedy, within 64 tokens)
+WORDS = ["river", "stone", "garden", "window", "tiger", "castle"]
+
+
 def test_result_is_aligned_to_a_non_default_index(engine: dict) -> None:
-    df = frame(6)
-    df.index = ["f", "a", "e", "b", "d", "c"]
-    out = df.gptoss.map("Echo: {text}", max_tokens=4, cache=False, progress=False)
+    df = pd.DataFrame({"w": WORDS}, index=["f", "a", "e", "b", "d", "c"])
+    out = df.gptoss.map("Uppercase the word: {w}", max_tokens=64, temperature=0, cache=False,
+                        progress=False)
     assert isinstance(out, pd.Series) and list(out.index) == list(df.index)
     info = out.attrs["gptoss"]
     assert info["summary"]["rows"] == 6 and info["summary"]["generated"] == 6
     assert info["weights_fingerprint"].startswith("sha256:") and info["vllm"]
-    assert info["template"] == "Echo: {text}"
+    assert info["template"] == "Uppercase the word: {w}"
+    if engine["model"] == "tiny":  # each answer sits on its own row's label
+        assert out.to_dict() == {label: w.upper() for label, w in df["w"].items()}
 
 
 def test_duplicates_are_generated_once_in_one_batch(engine: dict,
                                                      count_requests: list[int]) -> None:
-    df = pd.DataFrame({"text": ["same", "other", "same", "same", "other", "third"]})
-    out = df.gptoss.map("Say: {text}", max_tokens=4, cache=False, progress=False,
-                        temperature=0)
+    words = ["river", "stone", "river", "river", "stone", "tiger"]
+    df = pd.DataFrame({"text": words})
+    out = df.gptoss.map("Uppercase the word: {text}", max_tokens=64, cache=False,
+                        progress=False, temperature=0)
     assert count_requests == [3]
     assert out.attrs["gptoss"]["summary"]["unique_prompts"] == 3
+    assert out.notna().all(), out
     # duplicate rows share the answer of their prompt
-    assert out.iloc[0] is out.iloc[2] or (pd.isna(out.iloc[0]) and pd.isna(out.iloc[2])) \
-        or out.iloc[0] == out.iloc[2]
+    assert out[0] == out[2] == out[3] and out[1] == out[4]
+    if engine["model"] == "tiny":
+        assert list(out) == [w.upper() for w in words]
 
 
 def test_missing_values_are_never_sent(engine: dict, count_requests: list[int]) -> None:
@@ -100,13 +108,18 @@ def test_second_identical_run_comes_from_the_cache(engine: dict,
 
 
 def test_interrupt_keeps_finished_rows_and_rerun_does_the_rest(engine: dict,
-                                                               count_requests: list[int]
-                                                               ) -> None:
+                                                               count_requests: list[int],
+                                                               wait_until: Any) -> None:
     n = 160
     df = frame(n, seed=5)
     template = "Interrupt test, please answer: {text}"
     before = _saved_rows()
-    watcher = threading.Thread(target=_interrupt_when_saved, args=(before,), daemon=True)
+
+    def interrupt_when_saved() -> None:  # Ctrl-C as soon as the map has saved a row
+        wait_until(lambda: _saved_rows() > before, timeout=120)
+        _thread.interrupt_main()
+
+    watcher = threading.Thread(target=interrupt_when_saved, daemon=True)
     watcher.start()
     with pytest.raises(KeyboardInterrupt, match="generates only the rest"):
         df.gptoss.map(template, max_tokens=32, progress=False)
@@ -127,18 +140,6 @@ def _saved_rows() -> int:
         return int(db.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
 
 
-def _interrupt_when_saved(before: int, timeout: float = 120.0) -> None:
-    """Interrupt the main thread as soon as the map has saved its first row."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _saved_rows() > before:
-            _thread.interrupt_main()
-            return
-        time.sleep(0.005)
-
-
 def test_on_error_raise_names_the_row(engine: dict) -> None:
     df = pd.DataFrame({"text": ["short", "word " * 5000]}, index=["row-1", "row-7"])
     with pytest.raises(RowError, match=r"row 'row-7' failed: .*max_model_len"):
@@ -157,57 +158,14 @@ def test_series_accessor(engine: dict) -> None:
     assert out.attrs["gptoss"]["summary"]["unique_prompts"] == 2
 
 
-def test_bad_arguments(engine: dict) -> None:
-    df = frame(2)
-    with pytest.raises(ValueError, match="at most one"):
-        df.gptoss.map("{text}", choices=["a"], regex="a")
-    with pytest.raises(ValueError, match="on_error"):
-        df.gptoss.map("{text}", on_error="ignore")
-    with pytest.raises(ValueError, match="schema"):
-        df.gptoss.map("{text}", schema={"type": "string"})
-
-
-def test_map_magic(engine: dict) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("gptoss_magics")
-    df = frame(4)
+def test_map_magic(engine: dict, ip: Any) -> None:
+    df = pd.DataFrame({"w": WORDS[:4]})
     ip.user_ns["df"] = df
-    ip.run_line_magic("gptoss_map", 'df "Magic: {text}" --out said -n 3 --effort low')
-    assert "said" in df.columns and len(df["said"]) == 4
-
-
-def _crash_after(steps: int) -> Any:
-    engine = current().engine
-    llm_engine = engine._llm.llm_engine
-    original = llm_engine.step
-    count = [0]
-
-    def step() -> Any:
-        count[0] += 1
-        if count[0] > steps:
-            raise RuntimeError("simulated engine crash")
-        return original()
-
-    llm_engine.step = step
-
-
-@pytest.mark.lifecycle
-def test_engine_crash_loses_nothing_finished(engine: dict) -> None:
-    n = 300  # more than the engine runs at once (256), so some finish before the crash
-    df = frame(n, seed=3)
-    template = "Crash test: {text}"
-    _crash_after(35)
-    with pytest.raises(gm.EngineDeadError, match="finished and saved"):
-        df.gptoss.map(template, max_tokens=24, progress=False)
-    with pytest.raises(gm.EngineDeadError, match="unload"):
-        gm.complete("anything")
-    gm.unload()
-    gm.load("tiny")
-    out = df.gptoss.map(template, max_tokens=24, progress=False)
-    summary = out.attrs["gptoss"]["summary"]
-    assert 0 < summary["cached"] < n and summary["generated"] == n - summary["cached"]
+    ip.run_line_magic("gptoss_map", 'df "Uppercase the word: {w}" --out said -n 64 -t 0 '
+                                    "--effort low")
+    assert "said" in df.columns and len(df["said"]) == 4 and df["said"].notna().all()
+    if engine["model"] == "tiny":
+        assert list(df["said"]) == [w.upper() for w in WORDS[:4]]
 
 
 # ---------------------------------------------------------------------- typed outputs

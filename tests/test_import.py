@@ -40,6 +40,8 @@ PUBLIC = [
     "RowError", "StorageError", "TemplateError", "Turn", "UNSET", "__version__",
     "check_model", "compare_efforts", "complete", "complete_batch", "effort_panel",
     "is_loaded", "last_result", "load", "reproduce", "settings", "status", "stream", "unload",
+    "FitPlan", "ManifestCheck", "check_manifest", "plan_fit", "write_manifest",
+    "Cascade", "EvaluationResult", "evaluate",
 ]
 
 

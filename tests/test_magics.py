@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import _thread
-import time
-from collections.abc import Iterator
+import html
 from typing import Any
 
 import pytest
-from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -20,32 +17,9 @@ from gptoss_magics.session import current
 pytestmark = pytest.mark.engine
 
 
-class Recorder(DisplayPublisher):
-    """Records every display and display update with its time; can press Ctrl-C (send
-    SIGINT's KeyboardInterrupt to the main thread) at the first streamed text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[float, dict[str, Any], dict[str, Any], bool]] = []
-        self.interrupt_at_first_text = False
-
-    def publish(self, data, metadata=None, source=None, *, transient=None,  # type: ignore[no-untyped-def,override]
-                update=False, **kwargs):
-        self.events.append((time.perf_counter(), data, metadata or {}, update))
-        if self.interrupt_at_first_text and update and data.get("text/plain", "").strip():
-            self.interrupt_at_first_text = False
-            _thread.interrupt_main()
-
-
-@pytest.fixture
-def ip(engine: dict) -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.extension_manager.load_extension("gptoss_magics")
-    recorder = Recorder()
-    saved = shell.display_pub
-    shell.display_pub = recorder
-    yield shell
-    shell.display_pub = saved
+@pytest.fixture(autouse=True)
+def _real_engine(engine: dict) -> None:
+    """Every test here runs on the real tiny engine (``ip`` is conftest's fresh shell)."""
 
 
 def cell(ip: InteractiveShell, line: str, body: str) -> gm.Reply:
@@ -56,8 +30,7 @@ def cell(ip: InteractiveShell, line: str, body: str) -> gm.Reply:
 
 
 def last_display(ip: InteractiveShell) -> tuple[dict[str, Any], dict[str, Any]]:
-    _, data, meta, _ = ip.display_pub.events[-1]  # type: ignore[attr-defined]
-    return data, meta
+    return ip.display_pub.last()  # type: ignore[attr-defined,no-any-return]
 
 
 def test_template_resolves_names_attributes_keys_and_escapes(ip: InteractiveShell) -> None:
@@ -105,11 +78,11 @@ def test_reasoning_flags_and_formats(ip: InteractiveShell) -> None:
 
 
 def test_format_code_puts_the_answer_in_a_new_cell(ip: InteractiveShell,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[str] = []
-    monkeypatch.setattr(ip, "set_next_input", lambda text, replace=False: seen.append(text))
+                                                    engine: dict) -> None:
     reply = cell(ip, "-n 100 -t 0 --format code", "Uppercase the word: river")
-    assert reply.final and seen == [reply.final.strip()]
+    assert reply.final and ip.rl_next_input == reply.final.strip()
+    if engine["model"] == "tiny":
+        assert ip.rl_next_input == "RIVER"
 
 
 def test_format_json_warns_on_invalid_json(ip: InteractiveShell) -> None:
@@ -124,16 +97,14 @@ def test_format_json_warns_on_invalid_json(ip: InteractiveShell) -> None:
 
 
 def test_streaming_updates_the_display_before_generation_ends(ip: InteractiveShell) -> None:
-    t0 = time.perf_counter()
     reply = cell(ip, "--max-tokens 300 --effort high", "What is 38 + 47?")
-    events = [e for e in ip.display_pub.events if e[0] >= t0]  # type: ignore[attr-defined]
-    updates = [e for e in events if e[3]]
-    assert len(updates) >= 3
-    first_text = next(t for t, data, _, upd in updates if upd and data["text/plain"].strip())
-    end = t0 + (reply.latency_s or 0)
-    assert first_text < events[-1][0] and first_text < end
-    final_data = events[-1][1]
-    assert reply.final in final_data["text/plain"]
+    *partial, final = ip.display_pub.updates()  # type: ignore[attr-defined]
+    # the text was shown while it was generated: updates without the footer came first
+    shown = [u for u in partial if 'class="gptoss-footer"' not in u["text/html"]]
+    assert shown and "Reasoning…" in shown[0]["text/html"]
+    assert reply.analysis and html.escape(reply.analysis[:8]) in shown[-1]["text/html"]
+    assert 'class="gptoss-footer"' in final["text/html"]
+    assert reply.final in final["text/plain"]
 
 
 def test_interrupt_keeps_what_was_streamed_and_the_engine_works(ip: InteractiveShell) -> None:
@@ -144,17 +115,16 @@ def test_interrupt_keeps_what_was_streamed_and_the_engine_works(ip: InteractiveS
     partial = ip.user_ns["partial"]
     assert ip.user_ns["_"] is partial
     assert partial.finish_reason == "abort" and partial.truncated
-    assert 0 < partial.completion_tokens < 30
+    assert partial.completion_tokens > 0  # stopped at the first text, not at 4000 tokens
     assert partial.final or partial.analysis  # the text streamed so far is kept
-    assert current().engine._jobs == {}  # the request was aborted
-    final_display = ip.display_pub.events[-1][1]  # type: ignore[attr-defined]
+    assert current().engine.in_flight == 0  # the request was aborted
+    final_display, _ = last_display(ip)
     assert "interrupted" in final_display["text/plain"]
     reply = cell(ip, "-n 5", "Still alive?")
     assert reply.completion_tokens == 5 and reply.finish_reason == "length"
 
 
-def test_chat_keeps_history_without_old_reasoning(ip: InteractiveShell) -> None:
-    ip.user_ns.pop("conv", None)
+def test_chat_keeps_history_without_old_reasoning(ip: InteractiveShell, engine: dict) -> None:
     first = cell(ip, "--chat conv -n 100 -t 0", "Uppercase the word: river")
     assert first.final and first.analysis
     second = cell(ip, "--chat conv -n 100 -t 0", "Convert to uppercase: garden")
@@ -166,23 +136,8 @@ def test_chat_keeps_history_without_old_reasoning(ip: InteractiveShell) -> None:
     with_history = Options.resolve(temperature=0).render(
         "Convert to uppercase: garden", [gm.Turn("Uppercase the word: river", first.final)])
     assert second.prompt_tokens == len(with_history)
-
-
-def test_bad_arguments_are_usage_errors(ip: InteractiveShell) -> None:
-    for line in ("--effort extreme", "--max-tokens lots", "-o 1x", "--bogus",
-                 "--chat 'not a name'"):
-        with pytest.raises(UsageError):
-            ip.run_cell_magic("gptoss", line, "Hello")
-    with pytest.raises(UsageError, match="empty"):
-        ip.run_cell_magic("gptoss", "", "   ")
-
-
-def test_help_shows_the_real_options(ip: InteractiveShell) -> None:
-    doc = ip.find_cell_magic("gptoss").__doc__
-    for option in ("--effort", "--max-tokens", "--temperature", "--seed", "--instructions",
-                   "--show-reasoning", "--hide-reasoning", "--chat", "--format", "-o"):
-        assert option in doc, option
-    assert "--tensor-parallel-size" in ip.find_line_magic("gptoss_load").__doc__
+    if engine["model"] == "tiny":  # trained on chats: it answers the last question
+        assert (first.final, second.final) == ("RIVER", "GARDEN")
 
 
 def test_status_magic(ip: InteractiveShell) -> None:

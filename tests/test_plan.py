@@ -47,9 +47,8 @@ def test_plan_counts_cache_and_context(engine: dict, count_requests: list[int]) 
 
 
 @pytest.mark.engine
-def test_dry_run_magic_generates_nothing(engine: dict, count_requests: list[int]) -> None:
-    ip = InteractiveShell.instance()
-    ip.extension_manager.load_extension("gptoss_magics")
+def test_dry_run_magic_generates_nothing(engine: dict, count_requests: list[int],
+                                         ip: InteractiveShell) -> None:
     ip.user_ns["reviews"] = pd.DataFrame({"text": TEXTS})
     plan = ip.run_line_magic("gptoss_map", 'reviews "Sentiment: {text}" -o label --dry-run')
     assert isinstance(plan, MapPlan) and plan.distinct_prompts == 3

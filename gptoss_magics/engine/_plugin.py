@@ -16,7 +16,10 @@ layer: only vLLM and the engine import it.
    written ``<|channel|>final<|message|>``: the analysis stays free and only the
    final answer is constrained.
 
-3. Reasoning budgets (:func:`parser_kwargs`): vLLM's ``thinking_token_budget`` counts the
+3. The ``gptoss_magics`` tokenizer mode (:mod:`._tokenizer`): the model folder's tokenizer
+   parsed once, with no thread-pool copies (vLLM's own mode spent most of a load on them).
+
+4. Reasoning budgets (:func:`parser_kwargs`): vLLM's ``thinking_token_budget`` counts the
    tokens after the analysis header and, when a request's budget runs out, forces the
    tokens that close the analysis and open the final channel, in the engine's own
    sampling step (no second request, batches stay whole).
@@ -33,6 +36,8 @@ from . import _compat
 PARSER_NAME = "gptoss_final"
 #: where vLLM finds the parser class (imported only when a request needs it)
 PARSER_MODULE = "gptoss_magics.engine._reasoning"
+TOKENIZER_MODE = "gptoss_magics"
+TOKENIZER_MODULE = "gptoss_magics.engine._tokenizer"
 
 
 def _find_mark(ids: Sequence[int], start: int = 0) -> int:
@@ -45,10 +50,18 @@ def _find_mark(ids: Sequence[int], start: int = 0) -> int:
 
 
 def register() -> None:
-    """Entry point: AMX permission, then register the reasoning parser (lazily)."""
+    """Entry point: AMX permission, then register the reasoning parser and the tokenizer
+    mode (both imported by vLLM only when used)."""
     _compat.init_amx()
     _compat.register_reasoning_parser(PARSER_NAME, PARSER_MODULE,
                                       "HarmonyFinalReasoningParser")
+    register_tokenizer_mode()
+
+
+def register_tokenizer_mode() -> None:
+    """Register the ``gptoss_magics`` tokenizer mode (idempotent; also called in-process
+    before each load, so that it works without the installed entry point)."""
+    _compat.register_tokenizer_mode(TOKENIZER_MODE, TOKENIZER_MODULE, "GptOssTokenizer")
 
 
 def supports_reasoning_budget() -> bool:
@@ -57,11 +70,14 @@ def supports_reasoning_budget() -> bool:
 
 
 def parser_kwargs() -> dict[str, Any]:
-    """Engine arguments that enable the parser (with compact JSON output) and, where
-    this vLLM has them, reasoning budgets."""
+    """Engine arguments that enable the parser (with compact JSON output), the tokenizer
+    mode and, where this vLLM has them, reasoning budgets."""
+    register_tokenizer_mode()
     args: dict[str, Any] = {"structured_outputs_config": {
         "backend": "xgrammar", "reasoning_parser": PARSER_NAME,
         "disable_any_whitespace": True}}
+    if _compat.has_tokenizer_mode(TOKENIZER_MODE):
+        args["tokenizer_mode"] = TOKENIZER_MODE
     if supports_reasoning_budget():
         args["reasoning_config"] = {"reasoning_start_str": REASONING_START_TEXT,
                                     "reasoning_end_str": FORCED_FINAL_TEXT}

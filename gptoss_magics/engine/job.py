@@ -34,6 +34,8 @@ class Job:
         #: each request's Completion, filled in as the caller reads the events
         self.completions: list[Completion | None] = [None] * self.n
         self.t0 = time.perf_counter()
+        #: True once the engine has failed the job or been unloaded: nothing to abort
+        self.ended = False
         self._on_abort = on_abort
         # written by the engine's thread only
         self._prompt_tokens = list(prompt_tokens)
@@ -98,6 +100,8 @@ class Job:
     def abort(self, wait: float = 30.0) -> None:
         """Abort every request of this job that has not finished yet, and wait (up to
         ``wait`` seconds) until the engine has let go of them."""
+        if self.ended:
+            return  # the engine already let go of it (it failed the job or was unloaded)
         self._on_abort(self)
         deadline = time.monotonic() + wait
         while any(c is None for c in self.completions) and time.monotonic() < deadline:
@@ -106,6 +110,7 @@ class Job:
             except queue.Empty:
                 continue
             if item is None or isinstance(item, BaseException):
+                self.ended = True
                 break
             if item.done is not None:
                 self.completions[item.index] = item.done
@@ -127,8 +132,10 @@ class Job:
             except queue.Empty:
                 continue
             if item is None:
+                self.ended = True
                 raise EngineDeadError("The engine was unloaded while this request was running.")
             if isinstance(item, BaseException):
+                self.ended = True
                 raise item
             if item.done is not None:
                 self.completions[item.index] = item.done

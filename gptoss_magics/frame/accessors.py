@@ -28,7 +28,11 @@ _MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the ind
     token totals and row counts, and the rows that were missing, truncated, cut or
     failed. With ``reasoning_budget`` every row gets an answer instead of hitting
     ``max_tokens``; ``confidence`` is the model's probability of each row's answer
-    (with ``choices``, of the label among the choices)."""
+    (with ``choices``, of the label among the choices). With
+    ``cascade=gm.Cascade(levels=["low", "high"], calibrate_on=labelled)`` every row runs
+    at the first level and only rows whose answer confidence is below the threshold
+    learnt on the labelled rows run again at the next; ``attrs["gptoss"]["cascade"]``
+    records the thresholds, rows and tokens per level and the estimated accuracy."""
 
 
 def _doc(text: str) -> Any:
@@ -38,6 +42,16 @@ def _doc(text: str) -> Any:
     return set_doc
 
 
+def _checked(cascade: Any) -> Any:
+    """``cascade=`` must be a :class:`gptoss_magics.Cascade`."""
+    from ..evaluation.cascade import Cascade
+
+    if not isinstance(cascade, Cascade):
+        raise InvalidOptionError("cascade must be a gptoss_magics.Cascade(levels=[...], "
+                                 f"calibrate_on=...), not {type(cascade).__name__}")
+    return cascade
+
+
 @pd.api.extensions.register_dataframe_accessor("gptoss")
 class DataFrameAccessor:
     """``df.gptoss``: run gpt-oss over the rows of a DataFrame."""
@@ -45,13 +59,23 @@ class DataFrameAccessor:
     def __init__(self, frame: pd.DataFrame) -> None:
         self._frame = frame
 
+    def _prepared(self, template: str) -> tuple[pd.DataFrame, str]:
+        """The frame and template the map runs (a Series names its values ``value``)."""
+        return self._frame, template
+
     def _mapper(self, template: str, options: dict[str, Any]) -> RowMapper:
-        return RowMapper.create(self._frame, template, **options)
+        return RowMapper.create(*self._prepared(template), **options)
 
     @with_options(MAP_OPTIONS)
     @_doc(_MAP_DOC)
     def map(self, template: str, **options: Unpack[MapOptions]) -> pd.Series | pd.DataFrame:
-        return self._mapper(template, dict(options)).run()
+        given: dict[str, Any] = dict(options)
+        cascade = given.pop("cascade", None)
+        if cascade is not None:
+            from ..evaluation.cascade_run import run_cascade
+
+            return run_cascade(_checked(cascade), *self._prepared(template), given)
+        return self._mapper(template, given).run()
 
     @with_options(MAP_OPTIONS)
     def submit(self, template: str, **options: Unpack[MapOptions]) -> MapJob:
@@ -61,12 +85,18 @@ class DataFrameAccessor:
         return MapJob(self._mapper(template, dict(options)))
 
     @with_options(MAP_OPTIONS)
-    def plan(self, template: str, **options: Unpack[MapOptions]) -> MapPlan:
+    def plan(self, template: str, **options: Unpack[MapOptions]) -> MapPlan | Any:
         """What ``map`` with the same arguments would do, without generating: rows,
         distinct prompts, rows already in the cache, prompt token counts, prompts too
         long for the model's context, the most tokens it can generate, and the first
-        prompt exactly as the model would receive it."""
-        return self._mapper(template, dict(options)).plan()
+        prompt exactly as the model would receive it. With ``cascade=``: the cascade's
+        :class:`~gptoss_magics.evaluation.CascadePlan` instead, estimated from its
+        calibration rows (which it runs at every level; none of this frame's rows run)."""
+        given: dict[str, Any] = dict(options)
+        cascade = given.pop("cascade", None)
+        if cascade is not None:
+            return _checked(cascade).plan(*self._prepared(template), **given)
+        return self._mapper(template, given).plan()
 
 
 @pd.api.extensions.register_series_accessor("gptoss")
@@ -76,7 +106,7 @@ class SeriesAccessor(DataFrameAccessor):
     def __init__(self, series: pd.Series) -> None:
         super().__init__(pd.DataFrame({"value": series}))
 
-    def _mapper(self, template: str, options: dict[str, Any]) -> RowMapper:
+    def _prepared(self, template: str) -> tuple[pd.DataFrame, str]:
         if not isinstance(template, str):
             raise InvalidOptionError("the template must be a string such as 'Summarise: {}'")
         rebuilt = []
@@ -86,4 +116,4 @@ class SeriesAccessor(DataFrameAccessor):
                 name = "value" if fld == "" else fld
                 rebuilt.append("{" + name + (f"!{conv}" if conv else "") +
                                (f":{spec}" if spec else "") + "}")
-        return RowMapper.create(self._frame, "".join(rebuilt), **options)
+        return self._frame, "".join(rebuilt)

@@ -6,8 +6,8 @@ It never loses generated answers and never stops a map:
   read-only: cached rows are served, new rows are not saved, one warning says so;
 * a write that fails (a full disk) turns the cache off for the rest of the run with one
   warning; the generated rows stay in the result;
-* only a file SQLite reports as damaged is moved aside (``.damaged-<time>``), and only
-  when it can be.
+* only a file SQLite reports as damaged (when opened, or later when read) is moved aside
+  (``.damaged-<time>``), and only when it can be.
 """
 
 from __future__ import annotations
@@ -129,15 +129,34 @@ class ResultCache:
         out: dict[str, dict[str, Any]] = {}
         if self.db is None:
             return out
-        with self._lock:
-            for i in range(0, len(keys), _CHUNK):
-                chunk = list(keys[i:i + _CHUNK])
-                marks = ",".join("?" * len(chunk))
-                for key, value in self.db.execute(
-                        f"SELECT key, value FROM rows WHERE key IN ({marks})", chunk):
-                    with contextlib.suppress(ValueError):
-                        out[key] = json.loads(value)
+        try:
+            with self._lock:
+                for i in range(0, len(keys), _CHUNK):
+                    chunk = list(keys[i:i + _CHUNK])
+                    marks = ",".join("?" * len(chunk))
+                    for key, value in self.db.execute(
+                            f"SELECT key, value FROM rows WHERE key IN ({marks})", chunk):
+                        with contextlib.suppress(ValueError):
+                            out[key] = json.loads(value)
+        except sqlite3.Error as exc:  # damaged past its first page, or unreadable
+            self._read_failed(exc)
+            return {}
         return out
+
+    def _read_failed(self, exc: sqlite3.Error) -> None:
+        """A read failed: move a damaged file aside and start a new one when possible,
+        else go on without the cache (one warning either way)."""
+        self.close()
+        if _is_damage(exc) and not self.readonly and self._writable():
+            self._move_aside(exc)
+            try:
+                self.db = self._open()
+                return
+            except sqlite3.DatabaseError as again:
+                exc = again
+        self.broken = str(exc)
+        _warn(f"the result cache {self.path} cannot be read ({exc}): this map runs without "
+              "it (nothing is served from or saved to the cache)")
 
     def count(self, keys: Sequence[str]) -> int:
         """How many of ``keys`` are stored (committed) now."""

@@ -9,6 +9,7 @@ import warnings
 
 import pandas as pd
 
+from .. import audit
 from ..errors import CancelledError, GptOssWarning
 from ..session import report_activity
 from .mapper import RowMapper
@@ -32,6 +33,7 @@ class MapJob:
 
     def __init__(self, mapper: RowMapper) -> None:
         _ = mapper.session  # raises EngineNotLoadedError here, not in the thread
+        audit.check_writable()  # and a bad audit log path, before anything is queued
         self._mapper = RowMapper(mapper.frame, mapper.template, mapper.options,
                                  _quiet(mapper.spec), session=mapper.session,
                                  priority=self.PRIORITY, cancel=threading.Event(), quiet=True)

@@ -135,6 +135,7 @@ class RowMapper:
         self.cancel = cancel
         self.quiet = quiet  # keep the warning in self.warning instead of warning
         self.warning: str | None = None
+        self.per_row: list[RowResult | None] = []  # set by run(): each row's result
         self.auditing = True  # False once an audit write failed (warned once per run)
         self.summary = MapSummary(rows=len(frame))
         self.progress = Progress()
@@ -145,6 +146,9 @@ class RowMapper:
         """A mapper for the map options ``options`` (checked; unset ones from settings)."""
         check_names(options, MAP_OPTIONS)
         given = dict(options)
+        if given.pop("cascade", None) is not None:
+            raise InvalidOptionError("cascade= runs with df.gptoss.map and df.gptoss.plan "
+                                     "(not submit or the magics): call map instead")
         spec = MapSpec.resolve(template_text if isinstance(template_text, str) else "", given)
         prompt = {k: v for k, v in given.items() if k in PROMPT_OPTIONS}
         return cls(frame, template_text, Options.resolve(**prompt), spec)
@@ -282,8 +286,10 @@ class RowMapper:
     def _note(self, store: ResultCache | None, saved: int, keys: list[str],
               results: dict[str, RowResult]) -> str:
         done = sum(1 for k in keys if k in results)
-        if store is not None and store.broken is None:
+        if store is not None:  # what is on disk, counted after the interruption
             where = f"{saved} of {len(keys)} distinct prompts are saved in the result cache"
+            if store.broken is not None:
+                where += f" (it could not save more: {store.broken})"
             again = "running the same map again generates only the rest"
         else:
             where = f"{done} of {len(keys)} distinct prompts are finished (the cache is off)"
@@ -298,6 +304,7 @@ class RowMapper:
         by_prompt = {p: results.get(k) for p, k in zip(unique, keys, strict=True)}
         index = self.frame.index
         per_row = [by_prompt.get(p) if p is not None else None for p in prompts]
+        self.per_row = per_row  # each row's result (None: not sent), for the evaluation
         self.summary.count(per_row, results)
         if self.spec.on_error == "raise":
             raise_first_error(index, per_row)
@@ -406,6 +413,7 @@ class _Generation:
                     event.done, constraint=m.options.constraint,
                     reasoning_budget=sampling.reasoning_budget, as_model=False),
                     m.options.constraint)
+                res.latency_s = round(event.done.latency_s, 4)
                 if first and res.error is not None and not res.engine_error and \
                         m.options.constraint.kind == "schema" and res.has_final \
                         and not res.truncated:

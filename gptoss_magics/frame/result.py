@@ -31,6 +31,7 @@ class RowResult:
     reasoning_cut: bool = False
     answer_logprob: float | None = None
     analysis_tokens: int | None = None  # None in rows cached by versions before 0.2
+    latency_s: float | None = None  # from submission to the end (None: cached by 0.2)
     cached: bool = False
 
     @classmethod

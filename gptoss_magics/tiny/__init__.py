@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 #: Model names that ask for an embedded tiny model (each is also its kind).
-TINY_NAMES: tuple[str, ...] = ("tiny", "tiny-random")
+TINY_NAMES: tuple[str, ...] = ("tiny", "tiny-random", "tiny-mxfp4")
 MARKER = "gptoss_magics_tiny.json"
 #: The notice for the random-weight model (``"tiny-random"``).
 TINY_NOTICE = (
@@ -141,6 +141,10 @@ def build_tiny(name: str = "tiny", cache_dir: str | os.PathLike[str] | None = No
     if name not in TINY_NAMES:
         raise InvalidOptionError(
             f"unknown tiny model {name!r}: use one of {', '.join(TINY_NAMES)}")
+    if name == "tiny-mxfp4":  # the published MXFP4 layout: see tiny/mxfp4.py
+        from .mxfp4 import build_mxfp4
+
+        return build_mxfp4(cache_dir, seed=seed, force=force)
     kind = name
     root = Path(cache_dir) if cache_dir is not None else settings().cache_path()
     spec = _build_spec(kind, seed)

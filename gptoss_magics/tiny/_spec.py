@@ -71,9 +71,9 @@ ARCH: dict[str, Any] = dict(
 )
 
 #: The trained tiny model ("tiny"): wider than the random one so it can learn its tasks;
-#: the sliding window is longer than any toy conversation.
+#: the sliding window is longer than any training conversation (a tool round included).
 TRAINED_ARCH: dict[str, Any] = dict(ARCH, hidden_size=128, intermediate_size=128,
-                                    sliding_window=256)
+                                    sliding_window=512)
 #: The compact trained artifact shipped in the package (made by tools/train_tiny.py).
 TRAINED_ARTIFACT = Path(__file__).resolve().parent.parent / "data" / "tiny-harmony.safetensors"
 #: The one safetensors metadata key of the artifact (its JSON description).

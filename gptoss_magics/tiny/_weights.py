@@ -30,6 +30,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "F32": np.dtype("<f4"),
     "I32": np.dtype("<i4"),
     "I64": np.dtype("<i8"),
+    "U8": np.dtype("u1"),  # MXFP4 blocks and scales
 }
 #: Rows of these matrices are per token id; the artifact stores only the used ones.
 VOCAB_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")

@@ -1,153 +1,24 @@
-"""The harmony chat format, as pure functions over token ids.
-
-``render_prompt`` turns a conversation (system message with the reasoning effort,
-developer instructions, earlier turns, the user's message) into the prompt token
-ids that gpt-oss expects; ``parse_completion`` turns the ids the model produced
-into a :class:`Parsed` (final answer, reasoning, flags). Parsing never raises:
-truncated, malformed or channel-less output degrades to the best text that can be
-recovered, and the result says so.
-
-Uses ``openai_harmony`` (from the ``oss-harmony`` distribution, which carries the
-o200k vocabulary), so nothing is downloaded.
-"""
+"""Parsing a completion: ids -> messages, answer, reasoning, flags. Never raises."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from openai_harmony import HarmonyEncoding
-
-RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL = (
-    200002, 200003, 200005, 200006, 200007, 200008, 200012,
+from ._format import (
+    CALL,
+    CHANNEL,
+    CONSTRAIN,
+    END,
+    FIRST_SPECIAL,
+    MESSAGE,
+    RETURN,
+    STOP_TOKEN_IDS,
+    VOCAB_SIZE,
+    decode,
+    encoding,
+    forced_final_ids,
 )
-#: the token "final" (as in <|channel|>final<|message|>)
-FINAL_TOKEN = 17196
-#: <|channel|>final<|message|>: what opens the answer
-FINAL_MARK: tuple[int, int, int] = (CHANNEL, FINAL_TOKEN, MESSAGE)
-#: what opens the reasoning, and what a reasoning budget forces when it runs out (end the
-#: analysis, open the answer)
-REASONING_START_TEXT = "<|channel|>analysis<|message|>"
-FORCED_FINAL_TEXT = "<|end|><|start|>assistant<|channel|>final<|message|>"
-#: Stop tokens for an assistant turn: <|return|> and <|call|>.
-STOP_TOKEN_IDS: tuple[int, ...] = (RETURN, CALL)
-VOCAB_SIZE = 201088
-FIRST_SPECIAL = 199998
-
-
-@functools.lru_cache(maxsize=1)
-def encoding() -> HarmonyEncoding:
-    """The gpt-oss harmony encoding (loaded once; the vocabulary is embedded)."""
-    from openai_harmony import HarmonyEncodingName, load_harmony_encoding
-
-    return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One finished exchange of a chat: what the user said and the final answer."""
-
-    user: str
-    final: str
-
-
-def render_prompt(
-    prompt: str,
-    *,
-    effort: str = "medium",
-    instructions: str | None = None,
-    history: Sequence[Turn] = (),
-    knowledge_cutoff: str = "2024-06",
-    current_date: str | None = None,
-) -> list[int]:
-    """Prompt token ids for ``prompt``, ending with ``<|start|>assistant``.
-
-    Earlier turns enter as user message + final answer only: their analysis is
-    dropped, as the harmony format asks once a turn has ended in a final answer.
-    """
-    from openai_harmony import (
-        Conversation,
-        DeveloperContent,
-        Message,
-        ReasoningEffort,
-        Role,
-        SystemContent,
-    )
-
-    efforts = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM,
-               "high": ReasoningEffort.HIGH}
-    try:
-        level = efforts[effort.lower()]
-    except KeyError:
-        raise ValueError(f"effort must be low, medium or high, not {effort!r}") from None
-    system = SystemContent.new().with_reasoning_effort(level)
-    system = system.with_knowledge_cutoff(knowledge_cutoff)
-    if current_date:
-        system = system.with_conversation_start_date(current_date)
-    messages = [Message.from_role_and_content(Role.SYSTEM, system)]
-    if instructions:
-        messages.append(
-            Message.from_role_and_content(
-                Role.DEVELOPER, DeveloperContent.new().with_instructions(instructions)
-            )
-        )
-    for turn in history:
-        messages.append(Message.from_role_and_content(Role.USER, turn.user))
-        messages.append(
-            Message.from_role_and_content(Role.ASSISTANT, turn.final).with_channel("final")
-        )
-    messages.append(Message.from_role_and_content(Role.USER, prompt))
-    convo = Conversation.from_messages(messages)
-    return list(encoding().render_conversation_for_completion(convo, Role.ASSISTANT))
-
-
-def final_header_ids() -> list[int]:
-    """Ids of ``<|start|>assistant<|channel|>final<|message|>``: a prompt that ends here
-    makes the model write its final answer directly (used for constrained answers)."""
-    return list(
-        encoding().encode("<|start|>assistant<|channel|>final<|message|>", allowed_special="all")
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def forced_final_ids() -> tuple[int, ...]:
-    """Ids of :data:`FORCED_FINAL_TEXT`, what the engine writes when a reasoning budget
-    runs out."""
-    return tuple(encoding().encode(FORCED_FINAL_TEXT, allowed_special="all"))
-
-
-def final_span(ids: Sequence[int]) -> tuple[int, int] | None:
-    """``(start, end)`` of the text tokens of the last final-channel message in a
-    completion's ids, or None when there is no final message. ``end`` stops before
-    ``<|return|>``/``<|end|>``/``<|call|>``, or at the end of the ids."""
-    start = -1
-    for i in range(len(ids) - 2, -1, -1):
-        if ids[i] == CHANNEL and tuple(ids[i:i + 3]) == FINAL_MARK:
-            start = i + 3
-            break
-    if start < 0:
-        return None
-    end = start
-    while end < len(ids) and ids[end] not in (RETURN, END, CALL):
-        end += 1
-    return start, end
-
-
-def answer_logprob(ids: Sequence[int], logprobs: Sequence[float]) -> float | None:
-    """Sum of the log-probabilities of the final answer's tokens (the log of the model's
-    probability of its answer), or None when there is no non-empty final answer."""
-    span = final_span(ids)
-    if span is None or span[0] == span[1] or len(logprobs) < span[1]:
-        return None
-    return float(sum(logprobs[span[0]:span[1]]))
-
-
-def decode(ids: Iterable[int]) -> str:
-    """Text of ``ids``; ids outside the vocabulary are skipped."""
-    return str(encoding().decode([t for t in ids if 0 <= t < VOCAB_SIZE]))
 
 
 @dataclass(frozen=True)
