@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 # the JupyterLab extension as installed in the venv, rebuilt when its sources change
 LABEXT := $(VENV)/share/jupyter/labextensions/gptoss-magics/package.json
 
-.PHONY: setup demo test test-fast lint bench clean node chromium
+.PHONY: setup demo test test-fast lint bench clean node chromium bubblewrap
 
 setup: $(STAMP) $(LABEXT)
 
@@ -51,15 +51,27 @@ chromium:
 		exit 1; \
 	fi
 
+# Debian's bubblewrap (bwrap) isolates the python tool's sandbox; its tests need it.
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's bubblewrap for the python tool's sandbox ..."; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; \
+	else \
+		echo "error: the python tool's sandbox (tests/test_python_tool.py) needs bubblewrap:" \
+			"run 'sudo apt-get install -y bubblewrap'." >&2; \
+		exit 1; \
+	fi
+
 demo: setup
 	$(PY) -m gptoss_magics demo tiny
 
-test: setup chromium
+test: setup chromium bubblewrap
 	GPTOSS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 # every test that needs neither the real engine, nor the tiny model, nor vLLM, nor a
 # browser (tests/conftest.py marks them `fast`); it fails if vLLM gets imported
-test-fast: setup
+test-fast: setup bubblewrap
 	$(PY) -m pytest -m fast -q
 
 lint: setup

@@ -12,12 +12,14 @@ Routes over the same N token prompts, same sampling (greedy, max_tokens M):
   raw_loop    for p in prompts: LLM.generate([p]) (a subset, rows/s extrapolated)
   server_c64  `vllm serve` on loopback + AsyncOpenAI, 64 concurrent requests
               (the route jupyter-ai and LOTUS users take)
-Also: import and %load_ext time, load time, RSS before/loaded/after unload, the
-%%gptoss time to first visible token against the engine's own time to first token,
+Also: import and %load_ext time, the load/unload lifecycle in fresh processes (first
+load in a fresh kernel, warm reloads, unload time, memory given back over five cycles),
+the %%gptoss time to first visible token against the engine's own time to first token,
 and a cache-hit rerun of the map.
 
 Usage: python benchmarks/run.py [--rows 512] [--max-tokens 32] [--repeats 3]
                                 [--no-server] [--write-readme]
+       python benchmarks/run.py --only-lifecycle      (the lifecycle figures alone)
 """
 
 from __future__ import annotations
@@ -90,6 +92,87 @@ LOAD_EXT_CODE = ("from IPython.core.interactiveshell import InteractiveShell; im
                  "ip = InteractiveShell.instance(); t = time.perf_counter(); "
                  "ip.run_line_magic('load_ext', 'gptoss_magics'); "
                  "print(time.perf_counter() - t)")
+
+
+# One fresh process: a first load (vLLM's import included), then unload/load cycles, each
+# running one request; prints one JSON object.
+LIFECYCLE_CODE = """
+import inspect, json, sys, time
+t = time.perf_counter()
+import gptoss_magics as gm
+from gptoss_magics.session import current
+out = {"import_s": time.perf_counter() - t, "loads": [], "unloads": []}
+quiet = {"progress": False} if "progress" in inspect.signature(gm.load).parameters else {}
+for cycle in range(int(sys.argv[2]) + 1):
+    t = time.perf_counter()
+    gm.load(sys.argv[1], **quiet)
+    info = current().engine.info
+    out["loads"].append({"wall_s": time.perf_counter() - t,
+                         "vllm_import_s": info.get("import_s")})
+    gm.complete("What is 2 + 2?", max_tokens=8, temperature=0)
+    t = time.perf_counter()
+    mem = gm.unload()
+    mem.setdefault("unload_s", time.perf_counter() - t)
+    out["unloads"].append(mem)
+print(json.dumps(out))
+"""
+
+
+def lifecycle(model: str, processes: int, cycles: int) -> dict[str, Any]:
+    """Fresh processes, each: a first load, then ``cycles`` unload/load cycles."""
+    from gptoss_magics.models import resolve_model
+
+    resolve_model(model)  # build the tiny model first: a user's second session
+    runs = []
+    for i in range(processes):
+        log(f"lifecycle process {i + 1}/{processes}")
+        done = subprocess.run([sys.executable, "-c", LIFECYCLE_CODE, model, str(cycles)],
+                              capture_output=True, text=True, check=True, timeout=900)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    firsts = [r["loads"][0] for r in runs]
+    unloads = [u for r in runs for u in r["unloads"]]
+    for u in unloads:  # (a version without these fields: from the RSS figures)
+        u.setdefault("rss_after_import", u["rss_before_load"])
+        u.setdefault("returned_share", (u["rss_loaded"] - u["rss_after_unload"]) /
+                     max(1, u["rss_loaded"] - u["rss_after_import"]))
+    later = [u for r in runs for u in r["unloads"][1:]]
+    # growth per cycle: the RSS after the last unload against after the first, per cycle
+    growth = [(r["unloads"][-1]["rss_after_unload"] - r["unloads"][0]["rss_after_unload"]) /
+              max(1, len(r["unloads"]) - 1) for r in runs]
+    first_mem = runs[0]["unloads"][0]
+    return {
+        "processes": processes, "cycles": cycles,
+        "first_load_s": round(median([f["wall_s"] for f in firsts]), 2),
+        "first_load_vllm_import_s": round(median([f["vllm_import_s"] or float("nan")
+                                                  for f in firsts]), 2),
+        "reload_s": round(median([ld["wall_s"] for r in runs for ld in r["loads"][1:]]), 2),
+        "unload_s": round(median([u["unload_s"] for u in unloads]), 2),
+        "returned_share_median": round(median([u["returned_share"] for u in later]), 4),
+        "returned_share_min": round(min(u["returned_share"] for u in later), 4),
+        "growth_per_cycle_mib": round(median(growth) / 2**20, 1),
+        "growth_per_cycle_mib_max": round(max(growth) / 2**20, 1),
+        "first_cycle_mib": {k: round(first_mem[k] / 2**20) for k in (
+            "rss_before_load", "rss_after_import", "rss_loaded", "rss_after_unload")},
+        "first_cycle_returned_share": first_mem["returned_share"],
+    }
+
+
+def lifecycle_markdown(c: dict[str, Any]) -> list[str]:
+    m = c["first_cycle_mib"]
+    return [
+        f"- Load in a fresh kernel {c['first_load_s']} s (of which importing vLLM and torch "
+        f"{c['first_load_vllm_import_s']} s); reload in a warm kernel {c['reload_s']} s; "
+        f"unload {c['unload_s']} s (medians: {c['processes']} fresh processes, "
+        f"{c['cycles']} reloads each).",
+        f"- Unload gives back {c['returned_share_median']:.1%} of the memory a load took "
+        f"(lowest {c['returned_share_min']:.1%}) over {c['cycles']} load/unload cycles; RSS "
+        f"after unload grows {c['growth_per_cycle_mib']} MiB per cycle (at most "
+        f"{c['growth_per_cycle_mib_max']} MiB in one process). The first load in a process "
+        f"also imports vLLM and torch, which stay: RSS {m['rss_before_load']:,} MiB, "
+        f"{m['rss_after_import']:,} after the import, {m['rss_loaded']:,} loaded, "
+        f"{m['rss_after_unload']:,} after unload "
+        f"({c['first_cycle_returned_share']:.1%} of the engine's own memory back).",
+    ]
 
 
 def texts(n: int) -> list[str]:
@@ -197,6 +280,10 @@ def main() -> int:
     ap.add_argument("--loop-rows", type=int, default=32)
     ap.add_argument("--no-server", action="store_true")
     ap.add_argument("--write-readme", action="store_true")
+    ap.add_argument("--lifecycle-processes", type=int, default=3)
+    ap.add_argument("--lifecycle-cycles", type=int, default=5)
+    ap.add_argument("--only-lifecycle", action="store_true",
+                    help="measure only the load/unload lifecycle and print it")
     args = ap.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     tmp = tempfile.mkdtemp(prefix="gptoss-bench-")
@@ -206,6 +293,13 @@ def main() -> int:
 
     report: dict[str, Any] = {"machine": machine(), "config": vars(args),
                               "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]])}
+    log("load/unload lifecycle in fresh processes")
+    report["lifecycle"] = lifecycle(args.model, args.lifecycle_processes,
+                                    args.lifecycle_cycles)
+    if args.only_lifecycle:
+        print(json.dumps(report["lifecycle"], indent=1))
+        print("\n".join(lifecycle_markdown(report["lifecycle"])))
+        return 0
     log("import / %load_ext time")
     report["import_s"] = timed_subprocess(IMPORT_CODE)
     report["load_ext_s"] = timed_subprocess(LOAD_EXT_CODE)
@@ -218,10 +312,10 @@ def main() -> int:
 
     log("loading", args.model)
     t0 = time.perf_counter()
-    gm.load(args.model)
+    gm.load(args.model, progress=False)
     report["load_s"] = round(time.perf_counter() - t0, 2)
     sess = current()
-    engine = sess.engine
+    engine: Any = sess.engine
     report["device"] = engine.info["device"]
 
     rows = texts(args.rows)
@@ -238,7 +332,7 @@ def main() -> int:
             t = time.perf_counter()
             outs = llm.generate(prompts, sp, use_tqdm=False)
             return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
-        return engine.call(fn)  # type: ignore[no-any-return]
+        return engine.call(fn)
 
     def raw_loop() -> tuple[float, int]:
         def fn(llm: Any) -> tuple[float, int]:
@@ -249,7 +343,7 @@ def main() -> int:
                 out = llm.generate([prompt], sp, use_tqdm=False)
                 n += len(out[0].outputs[0].token_ids)
             return time.perf_counter() - t, n
-        return engine.call(fn)  # type: ignore[no-any-return]
+        return engine.call(fn)
 
     def ours_complete() -> tuple[float, int]:
         t = time.perf_counter()
@@ -372,7 +466,7 @@ def time_to_first_token(engine: Any, opts: Any, repeats: int) -> dict[str, float
             if self.first is None and str(data.get("text/plain", "")).strip():
                 self.first = time.perf_counter()
 
-    ip = InteractiveShell.instance()
+    ip: Any = InteractiveShell.instance()
     ip.extension_manager.load_extension("gptoss_magics")
     prompt = "Tell me about the weather."
     ids = opts.render(prompt)
@@ -433,16 +527,33 @@ def markdown(report: dict[str, Any]) -> str:
         f"- `%%gptoss` first visible token {t['magic_first_visible_s']} s; the engine's own "
         f"first token {t['engine_first_token_s']} s (overhead {t['overhead_s']} s).",
         f"- `import gptoss_magics` {report['import_s']:.3f} s; `%load_ext gptoss_magics` "
-        f"{report['load_ext_s']:.3f} s; model load {report['load_s']} s"
+        f"{report['load_ext_s']:.3f} s; model load in this process {report['load_s']} s"
         + (f"; `vllm serve` ready in {report['server_ready_s']} s" if "server_ready_s" in report
            else "") + ".",
-        f"- RSS before load {m['rss_before_load'] / 2**20:,.0f} MiB, loaded "
-        f"{m['rss_loaded'] / 2**20:,.0f} MiB, after unload {m['rss_after_unload'] / 2**20:,.0f}"
-        " MiB.",
+        f"- This process (after every route above): RSS before load "
+        f"{m['rss_before_load'] / 2**20:,.0f} MiB, loaded {m['rss_loaded'] / 2**20:,.0f} MiB, "
+        f"after unload {m['rss_after_unload'] / 2**20:,.0f} MiB.",
     ]
+    if "lifecycle" in report:
+        lines += lifecycle_markdown(report["lifecycle"])
+    lines += cascade_lines()
     if "server_error" in report:
         lines.append(f"- `vllm serve` route failed: {report['server_error'][:200]}")
     return "\n".join(lines)
+
+
+def cascade_lines() -> list[str]:
+    """The latest figures of ``benchmarks/cascade.py`` (a run of its own), if any."""
+    path = RESULTS / "cascade.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return [f"- Effort cascade against all-high, {row['task']} ({row['rows']} rows, "
+            f"`benchmarks/cascade.py`, {data.get('date', '?')}): {row['reasoning_ratio']}x "
+            f"fewer reasoning tokens, accuracy {row['cascade_accuracy']} against "
+            f"{row['high_accuracy']} ({row['points_lost']} points lost; target >= 3x for <= 1 "
+            f"point: {'met' if row['meets_issue_target'] else 'not met'})."
+            for row in data.get("rows", [])]
 
 
 def write_readme(md: str) -> None:

@@ -35,17 +35,18 @@ from .errors import (
     StorageError,
     TemplateError,
 )
+from .evaluation import Cascade, EvaluationResult, evaluate, reproduce
 from .fit import FitPlan, plan_fit
 from .frame import MapJob, MapPlan, last_result  # registers df.gptoss and series.gptoss
 from .harmony import Turn
 from .manifest import ManifestCheck, check_manifest, write_manifest
 from .model_check import ModelCheck, check_model
 from .options import UNSET
-from .evaluation import Cascade, EvaluationResult, evaluate, reproduce
 from .prompting import Reproduction, complete, complete_batch, stream
 from .reply import Reply
 from .session import is_loaded, load, status, unload
 from .settings import GptOssSettings, settings
+from .tools import FunctionTool, PythonTool, ToolCall, function_tool
 
 try:
     from importlib.metadata import version as _version
@@ -64,6 +65,7 @@ __all__ = [
     "EngineNotLoadedError",
     "EvaluationResult",
     "FitPlan",
+    "FunctionTool",
     "GptOssError",
     "GptOssSettings",
     "GptOssWarning",
@@ -75,12 +77,14 @@ __all__ = [
     "ModelCheck",
     "ModelFolderError",
     "ModelNotFoundError",
+    "PythonTool",
     "Reply",
     "Reproduction",
     "RequestError",
     "RowError",
     "StorageError",
     "TemplateError",
+    "ToolCall",
     "Turn",
     "__version__",
     "check_manifest",
@@ -90,6 +94,7 @@ __all__ = [
     "complete_batch",
     "effort_panel",
     "evaluate",
+    "function_tool",
     "is_loaded",
     "last_result",
     "load",

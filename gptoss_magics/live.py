@@ -64,7 +64,8 @@ def stream_into_cell(handle: StreamHandle, show_reasoning: bool | None, fmt: str
     final: list[str] = []
     try:
         for channel, text in handle.deltas():
-            (analysis if channel in ("analysis", "commentary") else final).append(text)
+            if channel != "tool":  # a tool call: the partial reply carries the trail
+                (analysis if channel in ("analysis", "commentary") else final).append(text)
             live.update(handle.partial("".join(analysis), "".join(final)))
     finally:
         live.update(handle.reply(), final=True)
@@ -81,12 +82,12 @@ def stream_to_terminal(handle: StreamHandle, show_reasoning: bool | None) -> Non
             if channel in ("analysis", "commentary") and not show:
                 continue
             if channel != channel_now:
-                label = {"analysis": "--- reasoning ---", "final": "--- answer ---"}.get(
-                    channel or "", "")
-                if label and show:
+                label = {"analysis": "--- reasoning ---", "final": "--- answer ---",
+                         "tool": "--- tool calls ---"}.get(channel or "", "")
+                if label and (show or channel == "tool"):
                     print(("\n" if channel_now != "start" else "") + label)
                 channel_now = channel
-            print(text, end="", flush=True)
+            print(text, end="\n" if channel == "tool" else "", flush=True)
     finally:
         reply = handle.reply()
         print()

@@ -70,9 +70,15 @@ _ARGPARSE: dict[str, dict[str, Any]] = {
     "examples": {"metavar": "NAME"},
     "reasoning": {"action": "store_true", "default": SUPPRESS},
     "usage": {"action": "store_true", "default": SUPPRESS},
+    "tools": {"type": _tool_names, "metavar": "NAME,NAME"},
+    "tool_calls": {"action": "store_true", "default": SUPPRESS},
 }
 #: options whose magic value names a notebook variable
 _VARIABLES = ("schema", "examples")
+#: what the magics' help adds to an option's own
+_HELP_TAIL = {**{n: " A variable's name." for n in _VARIABLES},
+              "tools": " Names of the notebook's functions; 'python' is the built-in "
+                       "sandboxed tool."}
 
 
 def option_arguments(names: Sequence[str]) -> Callable[[F], F]:
@@ -84,7 +90,7 @@ def option_arguments(names: Sequence[str]) -> Callable[[F], F]:
             if not doc.flags:
                 continue  # a Python-only option (or one a magic declares itself)
             kwargs = {"default": SUPPRESS, **_ARGPARSE[name]}
-            help_text = doc.help + (" A variable's name." if name in _VARIABLES else "")
+            help_text = doc.help + _HELP_TAIL.get(name, "")
             fn = argument(*doc.flags, dest=name, help=help_text, **kwargs)(fn)
         return fn
 
@@ -110,12 +116,22 @@ def options_from(args: Namespace, names: Sequence[str],
     return out
 
 
-def tools_argument() -> Callable[[F], F]:
-    """The ``--tools NAME,NAME`` flag of %%gptoss (the functions are the notebook's)."""
-    return argument("--tools", dest="tools", type=_tool_names, default=SUPPRESS,
-                    metavar="NAME,NAME",
-                    help=OPTION_DOCS["tools"].help + " Names of the notebook's functions; "
-                    "'python' is the built-in sandboxed tool.")
+def with_approval(options: dict[str, Any]) -> None:
+    """``%%gptoss --approve``: the python tool asks before each piece of code runs (a
+    widget in a notebook, a prompt in a terminal); a refusal goes back to the model."""
+    from .tools.approve import WidgetApprover
+    from .tools.python import PythonTool
+
+    tools = list(options.get("tools") or [])
+    found = False
+    for i, tool in enumerate(tools):
+        if tool == "python":
+            tools[i], found = PythonTool(approve=WidgetApprover()), True
+        elif isinstance(tool, PythonTool):
+            tools[i], found = tool.with_approver(WidgetApprover()), True
+    if not found:
+        raise UsageError("--approve asks before the python tool runs code: add --tools python")
+    options["tools"] = tools
 
 
 def tools_from(names: Sequence[str], namespace: Mapping[str, Any]) -> list[Any]:

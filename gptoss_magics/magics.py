@@ -23,7 +23,7 @@ from .chat import Chat
 from .errors import GptOssError, GptOssWarning
 from .fit import FitPlan, load_warning, plan_fit
 from .live import stream_into_cell
-from .magic_args import engine_extras, option_arguments, options_from, split, tools_argument
+from .magic_args import engine_extras, option_arguments, options_from, split, with_approval
 from .options import PROMPT_OPTIONS
 from .prompting import StreamHandle
 from .reply import strip_fences
@@ -31,7 +31,7 @@ from .settings import settings
 from .views import StatusView
 
 #: the options %gptoss_map takes (the map's own flags are declared on it)
-_MAP_OPTIONS = (*PROMPT_OPTIONS, "examples", "reasoning", "usage")
+_MAP_OPTIONS = (*PROMPT_OPTIONS, "examples", "reasoning", "usage", "tool_calls")
 
 
 @contextmanager
@@ -177,6 +177,10 @@ class GptOssMagics(Magics):
             %gptoss_map df "Summarise: {text}" --out summary --effort low
             %gptoss_map df "Summarise: {text}" --out summary --effort low --dry-run
             job = %gptoss_map df "Summarise: {text}" --out summary --background
+            %gptoss_map df "Rate for {pair} on {date}?" --out rate --tools fx_rate
+
+        With --tools, each row's model may call the notebook's functions (or python) before
+        it answers; --tool-calls also stores each row's calls in the column NAME_tool_calls.
         """
         import pandas as pd
 
@@ -207,7 +211,6 @@ class GptOssMagics(Magics):
     # ------------------------------------------------------------------ prompting
     @magic_arguments()
     @option_arguments(PROMPT_OPTIONS)
-    @tools_argument()
     @argument("--show-reasoning", dest="show_reasoning", action="store_const", const=True,
               default=None, help="Show the reasoning expanded.")
     @argument("--hide-reasoning", dest="show_reasoning", action="store_const", const=False,
@@ -219,6 +222,9 @@ class GptOssMagics(Magics):
               default="markdown",
               help="markdown (default), text, code (answer goes into a new cell) or json "
                    "(the answer is checked to be valid JSON).")
+    @argument("--approve", action="store_true",
+              help="Show each piece of code the python tool would run and wait for Run or "
+                   "Refuse (a refusal goes back to the model).")
     @argument("--no-template", action="store_true",
               help="Send the cell as it is, without expanding {variables}.")
     @cell_magic
@@ -251,8 +257,11 @@ class GptOssMagics(Magics):
             if not prompt:
                 raise UsageError("The cell is empty: write a prompt below %%gptoss.")
             chat = _chat(ns, args.chat)
+            options = options_from(args, PROMPT_OPTIONS, ns)
+            if args.approve:
+                with_approval(options)
             handle = StreamHandle(prompt, history=chat.turns if chat is not None else (),
-                                  **options_from(args, PROMPT_OPTIONS, ns))
+                                  **options)
         interrupted = False
         failed: GptOssError | None = None
         try:

@@ -90,6 +90,7 @@ class MapOptions(PromptOptions, total=False):
     on_error: str
     progress: bool
     cascade: Any
+    tool_calls: bool
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,9 @@ OPTION_DOCS: Final[dict[str, OptionDoc]] = {
     "regex": OptionDoc("The answer matches this regular expression.", ("--regex",), None),
     "schema": OptionDoc("The answer is JSON of this pydantic model or JSON schema dict.",
                         ("--schema",), None),
-    # --tools NAME,NAME is declared by %%gptoss itself (magic_args.tools_argument): maps do
-    # not run tools yet
     "tools": OptionDoc("Tools the model may call: Python functions (their docstring and type "
                        "hints describe them) and 'python', the sandboxed Python tool.",
-                       (), None),
+                       ("--tools",), None),
     "max_tool_rounds": OptionDoc("Most tool calls per reply; a call past it is refused and "
                                  "the model told to answer.", (), MAX_ROUNDS),
     "tool_timeout_s": OptionDoc("Seconds one tool call may take; then the model is told it "
@@ -145,6 +144,8 @@ OPTION_DOCS: Final[dict[str, OptionDoc]] = {
     "cascade": OptionDoc("A gptoss_magics.Cascade: rows run at its first level; those the "
                          "model is unsure of go on to the next (map and plan only).",
                          (), None),
+    "tool_calls": OptionDoc("With tools, also return each row's tool calls as a column (a "
+                            "list of dicts per row).", ("--tool-calls",), False),
 }
 
 PROMPT_OPTIONS: Final = tuple(PromptOptions.__annotations__)
@@ -309,8 +310,8 @@ class Options:
         that runs them (``run_tools=True``) may render the prompt that declares them."""
         if self.tools and not run_tools:
             raise InvalidOptionError(
-                "this surface does not run tools yet (complete, complete_batch, stream and "
-                "%%gptoss do): leave tools out here")
+                "this surface does not run tools yet (complete, complete_batch, stream, "
+                "%%gptoss and the DataFrame map do): leave tools out here")
         specs, python = declarations(self.tools)
         return harmony.render_prompt(
             prompt, effort=self.effort, instructions=self.instructions or None,

@@ -102,7 +102,14 @@ def stream(prompt: str, *, history: Sequence[harmony.Turn] = (),
     Closing the iterator aborts the request and yields nothing more; see
     :class:`StreamHandle` for keeping the partial reply. Options as for :func:`complete`."""
     handle = StreamHandle(prompt, history=history, **options)
-    yield from handle.deltas()
+    finished = False
+    try:
+        yield from handle.deltas()
+        finished = True
+    finally:
+        if not finished:  # closed early: let go of the request and the tools' sessions
+            handle.close()
+            handle.conversation.close()
     yield handle.reply()
 
 

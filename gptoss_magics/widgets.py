@@ -25,7 +25,6 @@ from .options import Options, check_names
 from .prompting import StreamHandle
 from .settings import EFFORTS, settings
 
-
 #: The sliders' label column: wide enough for "temperature" at JupyterLab's default font
 #: (ipywidgets' own 80 px cut it to "temperat…"), in em so that it follows the font size,
 #: and one width for all, so that the sliders line up.

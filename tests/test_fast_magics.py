@@ -60,8 +60,14 @@ FLAG_CASES: dict[str, tuple[str, Callable[[ScriptedRequest], bool]]] = {
     "regex": ("'[0-9]+'", lambda r: r.sampling.regex == "[0-9]+"),
     "schema": ("Review", lambda r: json.loads(r.sampling.json_schema or "{}").get("title")
                == "Review"),
+    "tools": ("lookup", lambda r: "type lookup = (_: {" in text(r)),
 }
 FLAGS = [(name, flag) for name in PROMPT_OPTIONS for flag in OPTION_DOCS[name].flags]
+
+
+def lookup(key: str) -> str:
+    """Look a key up in the desk's table."""
+    return key
 
 
 def test_every_prompt_option_with_a_flag_has_a_case() -> None:
@@ -77,7 +83,7 @@ def _default_request(scripted: ScriptedEngine, ip: InteractiveShell) -> Scripted
 def test_each_cell_flag_reaches_the_engine(scripted: ScriptedEngine, ip: InteractiveShell,
                                            name: str, flag: str) -> None:
     value, received = FLAG_CASES[name]
-    ip.user_ns["Review"] = Review
+    ip.user_ns.update(Review=Review, lookup=lookup)
     assert not received(_default_request(scripted, ip))  # the default differs
     cell(ip, f"{flag} {value}")
     [request] = scripted.requests
@@ -89,7 +95,7 @@ def test_each_cell_flag_reaches_the_engine(scripted: ScriptedEngine, ip: Interac
 def test_each_map_flag_reaches_the_engine(scripted: ScriptedEngine, ip: InteractiveShell,
                                           name: str, flag: str) -> None:
     value, received = FLAG_CASES[name]
-    ip.user_ns.update(Review=Review, df=pd.DataFrame({"w": ["river", "stone"]}))
+    ip.user_ns.update(Review=Review, lookup=lookup, df=pd.DataFrame({"w": ["river", "stone"]}))
     ip.run_line_magic("gptoss_map", f'df "Say {{w}}" -o out --no-cache {flag} {value}')
     assert len(scripted.requests) >= 2  # one per row (twice with a schema the script fails)
     assert all(received(r) for r in scripted.requests), scripted.requests

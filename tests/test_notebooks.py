@@ -98,3 +98,17 @@ def test_effort_notebook() -> None:
     budget = text_of(outputs(nb, "print('answered:'"))
     assert "answered: 8 of 8" in budget and "reasoning cut: 8" in budget
     assert "correct: 8" in budget or "correct: 7" in budget
+
+
+def test_evaluate_notebook() -> None:
+    nb = run("evaluate")
+    shown = [o for o in outputs(nb, "result = gm.evaluate(") if "data" in o]
+    assert shown and "application/vnd.vegalite.v5+json" in shown[-1]["data"]
+    assert "<svg" in shown[-1]["data"]["text/html"]  # the static fallback
+    table = text_of(outputs(nb, "result.table["))
+    assert "accuracy" in table and "high, budget 4" in table
+    assert "high, no budget" in text_of(outputs(nb, "result.rows", exact=True))
+    assert "Evaluation reproduction: MATCHES" in text_of(outputs(nb, "gm.reproduce(path)"))
+    assert "reasoning tokens per row" in text_of(outputs(nb, "new_rows.gptoss.plan("))
+    cascade = text_of(outputs(nb, "out = new_rows.gptoss.map("))
+    assert "rows_per_level" in cascade and "accuracy: 1.0" in cascade

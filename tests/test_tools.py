@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -330,16 +329,21 @@ def test_results_are_json_and_pydantic_aware(scripted: ScriptedEngine) -> None:
 
 # ---------------------------------------------------------------------- reproduce, audit
 def test_reproduce_replays_the_recorded_results(scripted: ScriptedEngine) -> None:
-    reply = run_one(scripted, tool_script(), fx_rate)
+    rates = {"EUR": 1.0821}
     called: list[str] = []
 
-    def changed(base: str, quote: str, date: str) -> float:
+    def fx_rate(base: str, quote: str, date: str) -> float:
+        """Closing FX rate."""
         called.append(base)
-        return 9.99
+        return rates[base]
 
+    reply = run_one(scripted, tool_script(), fx_rate)
+    assert called == ["EUR"] and reply.final == "rate 1.0821"
+    rates["EUR"] = 9.99  # the tool would answer differently today
     again = gm.reproduce(reply)
-    assert again.identical and again.same_calls and called == []
+    assert again.identical and again.same_calls and called == ["EUR"]  # not called again
     assert again.again.tool_calls[0].output == "1.0821" and again.again.final == reply.final
+    assert again.again.tool_calls[0].result == 1.0821
     saved = json.loads(json.dumps(reply._repr_mimebundle_()[0][display.MIME]))
     assert gm.reproduce(saved).identical  # from a saved notebook output
     scripted.script = tool_script({**FX_ARGS, "base": "GBP"})  # the model asks otherwise
@@ -347,6 +351,21 @@ def test_reproduce_replays_the_recorded_results(scripted: ScriptedEngine) -> Non
     assert not other.same_calls and not other.identical and "different tool calls" in repr(other)
     assert "is not in the recorded reply, so it was not run" in \
         (other.again.tool_calls[0].error or "")
+    assert called == ["EUR"]
+
+
+def test_reproduce_refuses_a_malformed_record(scripted: ScriptedEngine) -> None:
+    data = run_one(scripted, tool_script(), fx_rate).to_dict()
+    for key, value, message in [
+            ("tool_calls", "x", "the recorded tool_calls must be a list"),
+            ("tool_calls", [{"name": 5}], "a recorded tool call must have a name"),
+            ("tools", [{"declaration": None}], "a recorded tool has no recipient"),
+            ("tools", [{"recipient": "functions.f", "declaration": {"name": 1}}],
+             "the recorded declaration of functions.f")]:
+        broken = json.loads(json.dumps(data))
+        (broken["provenance"] if key == "tools" else broken)[key] = value
+        with pytest.raises(InvalidOptionError, match=message):
+            gm.reproduce(broken)
 
 
 def test_the_audit_log_records_the_trail(scripted: ScriptedEngine, tmp_path: Path,
@@ -501,11 +520,8 @@ def test_tools_identity_covers_names_and_schemas() -> None:
 
 
 def test_surfaces_that_do_not_run_tools_refuse_them(scripted: ScriptedEngine) -> None:
-    df = pd.DataFrame({"q": ["a"]})
-    for run in (lambda: df.gptoss.map("{q}", tools=[fx_rate], progress=False),
-                lambda: gm.compare_efforts("x", repeats=1, tools=[fx_rate])):
-        with pytest.raises(InvalidOptionError, match="this surface does not run tools yet"):
-            run()
+    with pytest.raises(InvalidOptionError, match="this surface does not run tools yet"):
+        gm.compare_efforts("x", repeats=1, tools=[fx_rate])  # (maps do: test_tools_map.py)
     assert scripted.requests == []
 
 

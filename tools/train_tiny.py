@@ -48,7 +48,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gptoss_magics import harmony
 from gptoss_magics.harmony import VOCAB_SIZE
 from gptoss_magics.tiny import (
     ARTIFACT_META_KEY,
@@ -74,7 +75,7 @@ class Hyper:
 
     steps: int = 1300
     batch: int = 48
-    micro_batches: int = 4
+    micro_batches: int = 8
     lr: float = 4e-3
     warmup: int = 30
     final_lr_fraction: float = 0.1
@@ -97,25 +98,77 @@ def _sequence(spans: list[tuple[list[int], bool]]) -> Sequence:
     return ids, scored
 
 
+class PromptRenderer:
+    """``tiny_tasks.prompt_ids``, fast: the system and developer messages are rendered once
+    per (effort, date or none, tools, instructions) with a stand-in date whose tokens are
+    swapped for the real date's, and the chat and user messages are encoded as text
+    after them (special tokens between messages keep the pieces' tokens independent).
+    Every ``check_every``-th prompt is compared with ``render_prompt``'s."""
+
+    STAND_IN_DATE = "2000-01-01"
+
+    def __init__(self, check_every: int = 16) -> None:
+        self.enc = harmony.encoding()
+        self.check_every = check_every
+        self.heads: dict[tuple[Any, ...], tuple[list[int], int]] = {}
+        self.stand_in = list(self.enc.encode(self.STAND_IN_DATE, allowed_special="all"))
+        self.count = 0
+
+    def _head(self, example: Any, dated: bool, instructions: str | None
+              ) -> tuple[list[int], int]:
+        key = (example.effort, dated, example.tools, instructions)
+        if key not in self.heads:
+            date = self.STAND_IN_DATE if dated else None
+            ids = tiny_tasks.prompt_ids(replace(example, user="x"), date, (), instructions)
+            tail = list(self.enc.encode("<|start|>user<|message|>x<|end|><|start|>assistant",
+                                        allowed_special="all"))
+            assert ids[-len(tail):] == tail
+            head = ids[:-len(tail)]
+            at = next((i for i in range(len(head)) if head[i:i + len(self.stand_in)]
+                       == self.stand_in), -1) if dated else -1
+            self.heads[key] = (head, at)
+        return self.heads[key]
+
+    def __call__(self, example: Any, date: str | None, history: tuple[Any, ...],
+                 instructions: str | None) -> list[int]:
+        head, at = self._head(example, date is not None, instructions)
+        if date is not None:
+            n = len(self.stand_in)
+            head = head[:at] + list(self.enc.encode(date, allowed_special="all")) + head[at + n:]
+        text = "".join(f"<|start|>user<|message|>{t.user}<|end|><|start|>assistant"
+                       f"<|channel|>final<|message|>{t.final}<|end|>" for t in history)
+        text += f"<|start|>user<|message|>{example.user}<|end|><|start|>assistant"
+        ids = head + list(self.enc.encode(text, allowed_special="all"))
+        self.count += 1
+        if self.count % self.check_every == 0:
+            expected = tiny_tasks.prompt_ids(example, date, history, instructions)
+            if ids != expected:
+                raise SystemExit(f"fast prompt rendering differs from render_prompt for "
+                                 f"{example.user!r} ({date}, {example.tools}): fix PromptRenderer")
+        return ids
+
+
 def build_data(hyper: Hyper) -> tuple[list[Sequence], list[int]]:
     """The training sequences (ids, and the spans the model writes), and the sorted used
     ids."""
     rng = random.Random(hyper.seed)
     cut_rng = random.Random(hyper.seed + 2)  # its own stream: the other draws stay the same
+    render = PromptRenderer()
     seqs = []
     for _ in range(hyper.steps * hyper.batch):
         example = tiny_tasks.training_example(rng)
         date = tiny_tasks.sample_current_date(rng)
         history, instructions = tiny_tasks.sample_context(rng)
+        prompt = render(example, date, history, instructions)
         if example.call is None and cut_rng.random() < hyper.cut_fraction:
             # a reasoning budget ran out: the engine closed the analysis and opened the
             # final channel; the model learns to answer at once (the forced part is context)
-            prompt = tiny_tasks.prompt_ids(example, date, history, instructions)
             keep = cut_rng.randrange(len(tiny_tasks.analysis_ids(example)))
             forced, answer = tiny_tasks.cut_completion(example, keep)
             seqs.append(_sequence([(prompt + forced, False), (answer, True)]))
         else:
-            seqs.append(_sequence(tiny_tasks.transcript(example, date, history, instructions)))
+            spans = tiny_tasks.transcript(example, date, history, instructions, prompt=prompt)
+            seqs.append(_sequence(spans))
     used: set[int] = set(SPECIAL_IDS.values())
     for ids, _ in seqs:
         used.update(ids)

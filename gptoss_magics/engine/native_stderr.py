@@ -51,7 +51,10 @@ class _Pump(threading.Thread):
     def run(self) -> None:
         pending = b""
         while True:
-            ready, _, _ = select.select([self.read_fd], [], [], PARTIAL_LINE_S)
+            # block until there is something to read; with an unfinished line pending,
+            # only for a moment (a child process may keep the pipe open for long)
+            ready, _, _ = select.select([self.read_fd], [], [],
+                                        PARTIAL_LINE_S if pending else None)
             if not ready:
                 if pending:  # a line without its newline: do not hold it back
                     self._forward(pending)

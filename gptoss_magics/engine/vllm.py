@@ -381,6 +381,10 @@ class VllmEngine(ThreadedEngine):
             job.fail(error)
 
     def _shutdown(self) -> None:
+        """Free the engine: vLLM's shutdown, then what vLLM's own tests do between two
+        engines in one process (drop the ``LLM``, collect, empty torch's caches; see
+        :func:`._compat.release_accelerator`), then the caches that pin the tokenizer,
+        and the freed heap pages back to the operating system."""
         llm, self._llm = self._llm, None
         if llm is None:
             return
@@ -388,7 +392,7 @@ class VllmEngine(ThreadedEngine):
         del llm
         _compat.clear_vllm_caches()
         gc.collect()
-        _compat.cuda_empty_cache()
+        _compat.release_accelerator()
         release_heap()
 
 

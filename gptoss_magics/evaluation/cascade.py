@@ -65,7 +65,7 @@ class Cascade:
         The accuracy the cascade must keep, in (0, 1].
     calibrate_on : DataFrame
         Labelled rows (the template's columns and the expected answers), run at every
-        level to learn the thresholds.
+        level to learn the thresholds (for ``series.gptoss.map``: a ``value`` column).
     expected : str, optional
         The column of ``calibrate_on`` with the right answers (default: ``expected``,
         else ``label``, else ``answer``).

@@ -32,7 +32,11 @@ _MAP_DOC = """Run gpt-oss on every row and return the answers aligned to the ind
     ``cascade=gm.Cascade(levels=["low", "high"], calibrate_on=labelled)`` every row runs
     at the first level and only rows whose answer confidence is below the threshold
     learnt on the labelled rows run again at the next; ``attrs["gptoss"]["cascade"]``
-    records the thresholds, rows and tokens per level and the estimated accuracy."""
+    records the thresholds, rows and tokens per level and the estimated accuracy.
+    With ``tools``, each row's conversation may call them before it answers (a row
+    waiting for its tool holds no other row back; calls run 8 at a time); a row whose
+    last call failed has that error; ``tool_calls=True`` adds each row's calls as a
+    column (a list of dicts); a cached row replays its calls without running them."""
 
 
 def _doc(text: str) -> Any:

@@ -33,7 +33,6 @@ from ..errors import (
     EngineDeadError,
     GptOssWarning,
     InvalidOptionError,
-    TemplateError,
 )
 from ..fewshot import examples_to_turns
 from ..options import MAP_OPTIONS, PROMPT_OPTIONS, Options, check_bool, check_names
@@ -41,8 +40,10 @@ from ..reply import read_completion
 from ..session import Session, current, is_loaded
 from ..settings import settings
 from .cache import ResultCache
+from .checks import check_frame, is_missing
 from .plan import MapPlan
 from .result import MapSummary, RowResult, add_columns, answers, raise_first_error, row_lists
+from .tool_rows import run_tool_rows, tools_key
 
 #: the result of the last map, complete or partial (after an interrupt or a crash)
 _LAST: dict[str, Any] = {}
@@ -63,6 +64,7 @@ class MapSpec:
     cache: bool = True
     on_error: str = "mark"
     progress: bool = True
+    tool_calls: bool = False
 
     @classmethod
     def resolve(cls, template_text: str, given: dict[str, Any]) -> MapSpec:
@@ -71,7 +73,7 @@ class MapSpec:
         if on_error not in ("mark", "raise"):
             raise InvalidOptionError(f"on_error must be 'mark' or 'raise', not {on_error!r}")
         flags = {n: check_bool(n, given.pop(n)) for n in ("reasoning", "usage", "cache",
-                                                          "progress") if n in given}
+                                                          "progress", "tool_calls") if n in given}
         return cls(examples=examples_to_turns(template_text, given.pop("examples", None)),
                    on_error=on_error, **flags)
 
@@ -83,39 +85,6 @@ class Progress:
     rows_done: int = 0
     tokens_generated: int = 0
     callback: Callable[[], None] | None = field(default=None, repr=False)
-
-
-def _is_missing(value: Any) -> bool:
-    """None, NaN, NaT and pd.NA are missing; strings (even "nan") and containers are not."""
-    if value is None:
-        return True
-    if isinstance(value, (str, bytes)) or not pd.api.types.is_scalar(value):
-        return False
-    return bool(pd.isna(value))
-
-
-def check_frame(frame: pd.DataFrame, template_text: Any) -> list[str]:
-    """The template's fields, checked against the frame's columns (raises
-    InvalidOptionError / TemplateError naming what is wrong)."""
-    if not isinstance(template_text, str):
-        raise InvalidOptionError("the template must be a string such as 'Summarise: {text}'")
-    if isinstance(frame.columns, pd.MultiIndex):
-        raise InvalidOptionError("the DataFrame has MultiIndex columns: flatten them first "
-                                 "(df.columns = ['_'.join(map(str, c)) for c in df.columns])")
-    fields = tmpl.fields(template_text)
-    if not fields:
-        raise TemplateError("The template refers to no column: write e.g. "
-                            "'Summarise: {text}' with a column name in braces.")
-    missing = [f for f in fields if f not in frame.columns]
-    if missing:
-        cols = ", ".join(repr(c) for c in frame.columns)
-        near = tmpl.missing_message(missing[0], [str(c) for c in frame.columns], "column")
-        raise TemplateError(f"{near} The columns are: {cols}.")
-    twice = [f for f in dict.fromkeys(fields) if list(frame.columns).count(f) > 1]
-    if twice:
-        raise InvalidOptionError(f"the DataFrame has more than one column named "
-                                 f"{twice[0]!r}: rename them so that each name is unique")
-    return list(dict.fromkeys(fields))
 
 
 class RowMapper:
@@ -167,7 +136,7 @@ class RowMapper:
         cols = self.fields
         for values in self.frame[cols].itertuples(index=False, name=None):
             row = dict(zip(cols, values, strict=True))
-            if any(_is_missing(v) for v in row.values()):
+            if any(is_missing(v) for v in row.values()):
                 out.append(None)
                 continue
             out.append(tmpl.render(self.template, tmpl.namespace_lookup(row)))
@@ -177,8 +146,10 @@ class RowMapper:
         """The cache key of a prompt under this map's sampling and model."""
         # asking for log-probabilities changes no token: such rows share their key
         sampling = {k: v for k, v in self.sampling.as_dict().items() if k != "logprobs"}
-        blob = json.dumps([self.session.fingerprint, list(prompt_ids), sampling],
-                          sort_keys=True)
+        parts: list[Any] = [self.session.fingerprint, list(prompt_ids), sampling]
+        if self.options.tools:  # their names and schemas, and the round limit
+            parts.append(tools_key(self.options))
+        blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _render(self) -> tuple[list[str | None], list[str], list[list[int]]]:
@@ -186,7 +157,8 @@ class RowMapper:
         token ids with the examples ahead."""
         prompts = self.prompts()
         unique = list(dict.fromkeys(p for p in prompts if p is not None))
-        return prompts, unique, [self.options.render(p, self.spec.examples) for p in unique]
+        return prompts, unique, [self.options.render(p, self.spec.examples, run_tools=True)
+                                 for p in unique]
 
     def _store(self) -> ResultCache | None:
         if not self.spec.cache:
@@ -220,7 +192,9 @@ class RowMapper:
             prompt_tokens_max=max(lengths), too_long=too_long,
             max_tokens=self.options.max_tokens, reasoning_budget=self.options.reasoning_budget,
             effort=self.options.effort, constraint=self.options.constraint.kind,
-            first_prompt=harmony.decode(ids[0]) if ids else "")
+            first_prompt=harmony.decode(ids[0]) if ids else "",
+            tools=tuple(t.recipient for t in self.options.tools),
+            max_tool_rounds=self.options.max_tool_rounds)
 
     # ------------------------------------------------------------------ run
     def run(self) -> pd.Series | pd.DataFrame:
@@ -310,7 +284,7 @@ class RowMapper:
             raise_first_error(index, per_row)
         out = add_columns(answers(index, per_row, self.options.constraint), index, per_row,
                           usage=self.spec.usage, confidence=self.options.confidence,
-                          reasoning=self.spec.reasoning)
+                          reasoning=self.spec.reasoning, tool_calls=self.spec.tool_calls)
         out.attrs["gptoss"] = self.provenance(per_row)
         return out
 
@@ -401,6 +375,8 @@ class _Generation:
     def _pass(self, batch: list[int], sampling: Any, first: bool) -> list[int]:
         """Generate ``batch``; on any exception abort what is still running."""
         m = self.m
+        if m.options.tools:  # each row's conversation goes on by itself
+            return run_tool_rows(self, batch, sampling, first)
         retry: list[int] = []
         job = m.session.engine.submit([self.ids[i] for i in batch], sampling,
                                       priority=m.priority)
@@ -432,7 +408,8 @@ class _Generation:
     def _finish(self, index: int, res: RowResult) -> None:
         m, key = self.m, self.keys[index]
         self.results[key] = res
-        if self.store is not None and res.finish_reason != "abort" and not res.engine_error:
+        if self.store is not None and res.finish_reason != "abort" and not res.engine_error \
+                and not res.tool_failed:
             self.store.put(key, res.to_json())
         if self.auditing:
             m.write_audit({"kind": "map_row", "run": m.run_id, "key": key,

@@ -14,8 +14,10 @@ class MapPlan:
     """What a map would do, worked out without generating anything.
 
     ``first_prompt`` is the exact text the model would receive for the first row
-    (the harmony system, developer and user messages). ``cached`` and ``too_long``
-    are known only with a model loaded (None otherwise).
+    (the harmony system, developer and user messages, with the tools' declarations, which
+    the prompt token counts include). ``cached`` and ``too_long`` are known only with a
+    model loaded (None otherwise). With ``tools`` (their recipients), each row may take up
+    to ``max_tool_rounds`` calls, each followed by another generation.
     """
 
     rows: int
@@ -32,11 +34,15 @@ class MapPlan:
     effort: str
     constraint: str
     first_prompt: str
+    tools: tuple[str, ...] = ()
+    max_tool_rounds: int = 0
 
     @property
     def most_tokens(self) -> int | None:
-        """The most tokens the run can generate: prompts to generate x max_tokens."""
-        return None if self.to_generate is None else self.to_generate * self.max_tokens
+        """The most tokens the run can generate: prompts to generate x max_tokens (x the
+        generations a row may take, with tools)."""
+        rounds = self.max_tool_rounds + 1 if self.tools else 1
+        return None if self.to_generate is None else self.to_generate * self.max_tokens * rounds
 
     def _rows(self) -> list[tuple[str, str]]:
         def known(v: Any) -> str:
@@ -53,6 +59,9 @@ class MapPlan:
              else f"{len(self.too_long):,}"),
             ("settings", f"effort {self.effort}, max_tokens {self.max_tokens:,}, reasoning "
                          f"budget {self.reasoning_budget}, constraint {self.constraint}"),
+            ("tools", "none" if not self.tools else
+             f"{', '.join(t.removeprefix('functions.') for t in self.tools)} (at most "
+             f"{self.max_tool_rounds} calls per row)"),
             ("at most", "?" if self.most_tokens is None
              else f"{self.most_tokens:,} generated tokens"),
         ]

@@ -32,6 +32,7 @@ class RowResult:
     answer_logprob: float | None = None
     analysis_tokens: int | None = None  # None in rows cached by versions before 0.2
     latency_s: float | None = None  # from submission to the end (None: cached by 0.2)
+    tool_calls: list[dict[str, Any]] | None = None  # the trail (ToolCall.to_dict), with tools
     cached: bool = False
 
     @classmethod
@@ -55,6 +56,13 @@ class RowResult:
         """True when the engine refused or failed the request (a prompt too long for the
         context, a failed step): depends on the engine, so it is never cached."""
         return self.finish_reason == "error"
+
+    @property
+    def tool_failed(self) -> bool:
+        """True when the row's last tool call failed (or was refused past the round
+        limit): its answer rests on no result, so it is an error and is not cached."""
+        calls = self.tool_calls or []
+        return bool(calls) and calls[-1].get("error") is not None
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -156,10 +164,10 @@ def answers(index: pd.Index, per_row: Sequence[RowResult | None],
 
 def add_columns(out: pd.Series | pd.DataFrame, index: pd.Index,
                 per_row: Sequence[RowResult | None], *, usage: bool, confidence: bool,
-                reasoning: bool) -> pd.Series | pd.DataFrame:
+                reasoning: bool, tool_calls: bool = False) -> pd.Series | pd.DataFrame:
     """The answers with the asked-for extra columns, and truncated/error columns whenever
     the result is a DataFrame."""
-    if not (reasoning or confidence or usage or isinstance(out, pd.DataFrame)):
+    if not (reasoning or confidence or usage or tool_calls or isinstance(out, pd.DataFrame)):
         return out
     frame = out.to_frame() if isinstance(out, pd.Series) else out
 
@@ -179,6 +187,10 @@ def add_columns(out: pd.Series | pd.DataFrame, index: pd.Index,
     if reasoning:
         frame["reasoning"] = column([r.analysis if r is not None else None for r in per_row],
                                     "string")
+    if tool_calls:  # each row's own list of the calls' dicts ([] without calls)
+        frame["tool_calls"] = column([None if r is None else
+                                      [dict(c) for c in r.tool_calls or ()]
+                                      for r in per_row], "object")
     frame["truncated"] = column([r.truncated if r is not None else pd.NA for r in per_row],
                                 "boolean")
     frame["error"] = column([row_error(r) for r in per_row], "string")

@@ -365,11 +365,13 @@ def result_ids(example: Example) -> list[int]:
 
 
 def transcript(example: Example, current_date: str | None = None,
-               history: tuple[harmony.Turn, ...] = (),
-               instructions: str | None = None) -> list[tuple[list[int], bool]]:
+               history: tuple[harmony.Turn, ...] = (), instructions: str | None = None,
+               prompt: list[int] | None = None) -> list[tuple[list[int], bool]]:
     """The whole conversation as ``(ids, written by the model)`` spans: the prompt, then
-    the answer; with a tool call, the prompt, the call, the tool's result, the answer."""
-    prompt = prompt_ids(example, current_date, history, instructions)
+    the answer; with a tool call, the prompt, the call, the tool's result, the answer.
+    ``prompt``: the prompt ids, when already rendered."""
+    if prompt is None:
+        prompt = prompt_ids(example, current_date, history, instructions)
     if example.call is None:
         return [(prompt, False), (completion_ids(example), True)]
     return [(prompt, False), (call_ids(example), True), (result_ids(example), False),

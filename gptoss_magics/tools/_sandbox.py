@@ -99,7 +99,7 @@ def _bwrap_argv(bwrap: str, base: Path, network: bool, as_root: bool) -> list[st
     argv = [bwrap, "--die-with-parent", "--new-session"]
     if as_root:  # no user namespace: the child drops to its own uid itself
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-                 "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+                 "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         argv += [] if network else ["--unshare-net"]
     else:
         argv += ["--unshare-all"] + (["--share-net"] if network else [])
@@ -235,20 +235,21 @@ class Sandbox:
             raise SandboxError(detail[0] if detail else "the sandbox process exited")
 
     def run(self, code: str, timeout_s: float) -> RunResult:
-        """Run ``code``; stop the process if it outlives ``timeout_s`` by more than 3 s."""
+        """Run ``code``; stop the process if it outlives ``timeout_s`` by more than 2 s."""
         os.truncate(self.spool, 0)
         request = {"code": code, "timeout_s": timeout_s,
                    "cpu_s": min(self.limits.cpu_s, max(timeout_s, 1.0))}
         with contextlib.suppress(OSError):  # when the process is gone, _read says so
             os.write(self._cmd, json.dumps(request).encode() + b"\n")
-        answer = self._read(time.monotonic() + timeout_s + 3.0)
+        answer = self._read(time.monotonic() + timeout_s + 2.0)
         output, size = self.read_output(self.limits.max_chars)
         if answer is not None:
             return RunResult(output, size, answer.get("repr"), answer.get("error"),
                              answer.get("kind"))
         status = None
         if self.proc is not None and not self._timed_out:
-            status = self.proc.wait()  # the child closed its pipe: it is ending
+            with contextlib.suppress(subprocess.TimeoutExpired):  # it closed its pipe: ending
+                status = self.proc.wait(timeout=5)
         alive = self._timed_out
         self.kill()
         if alive:
@@ -263,10 +264,13 @@ class Sandbox:
         self._timed_out = False
         while b"\n" not in self._pending:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._res], [], [], left)[0]:
-                self._timed_out = True
+            try:
+                if left <= 0 or not select.select([self._res], [], [], left)[0]:
+                    self._timed_out = True
+                    return None
+                chunk = os.read(self._res, 1 << 16)
+            except (OSError, ValueError):  # the pipe was closed under us
                 return None
-            chunk = os.read(self._res, 1 << 16)
             if not chunk:
                 return None
             self._pending += chunk
@@ -294,23 +298,28 @@ class Sandbox:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def kill(self) -> None:
-        """Stop the interpreter and everything it started (idempotent)."""
-        proc, self.proc = self.proc, None
-        for fd in (self._cmd, self._res):
-            if fd >= 0:
-                os.close(fd)
-        self._cmd = self._res = -1
-        if proc is None:
+    def terminate(self) -> None:
+        """Kill the interpreter and everything it started, without waiting (any thread
+        may call this; a call in progress then ends at once)."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             if self.bwrap:
                 proc.kill()  # --die-with-parent takes the whole pid namespace down with it
             else:
                 os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
+
+    def kill(self) -> None:
+        """Stop the interpreter, wait for it and release its pipes (idempotent)."""
+        self.terminate()
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.wait()
+        for fd in (self._cmd, self._res):
+            if fd >= 0:
+                os.close(fd)
+        self._cmd = self._res = -1
 
 
 def _death(status: int | None) -> str:
@@ -322,6 +331,8 @@ def _death(status: int | None) -> str:
                 "system ran out of memory.")
     if signum:
         return f"The Python process died from signal {signum}."
+    if status is None:
+        return "The Python process stopped answering, so it was stopped."
     return f"The Python process exited (status {status}): the code ended it."
 
 

@@ -15,11 +15,13 @@ import contextlib
 import errno
 import json
 import linecache
+import math
 import os
 import resource
 import signal
 import socket
 import sys
+import time
 import traceback
 from types import FrameType, TracebackType
 from typing import Any
@@ -88,7 +90,8 @@ def _set_limits(cfg: dict[str, Any]) -> None:
 def _arm(timeout_s: float, cpu_s: float) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-    soft = int(usage.ru_utime + usage.ru_stime + cpu_s) + 1
+    used = usage.ru_utime + usage.ru_stime
+    soft = max(math.floor(used) + 1, round(used + cpu_s))  # whole seconds, about cpu_s more
     resource.setrlimit(resource.RLIMIT_CPU, (min(soft, hard), hard))
     _Stop.armed = True
     signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 0.001))
@@ -125,9 +128,9 @@ def _note(exc: BaseException, cfg: dict[str, Any]) -> str | None:
         if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)) or (
                 isinstance(err, OSError) and err.errno == errno.EROFS):
             path = str(getattr(err, "filename", "") or "")
-            if path.startswith("/") and not path.startswith((cfg["workdir"], "/tmp")):
-                return (f"the sandbox sees only its working folder ({cfg['workdir']}), /tmp "
-                        "and the Python installation (read-only).")
+            if path.startswith("/") and not path.startswith(cfg["workdir"] + "/"):
+                return (f"the sandbox sees only its working folder ({cfg['workdir']}), a "
+                        "private /tmp and the Python installation (read-only).")
     return None
 
 
@@ -161,21 +164,21 @@ def _describe(exc: BaseException, cfg: dict[str, Any], timeout_s: float, cpu_s: 
 
 def _stop_strays(cfg: dict[str, Any]) -> None:
     """Stop every process the code started (the sandbox's pid namespace has only us and
-    its init besides them), and reap them."""
+    its init besides them), and wait until they are gone (up to 5 s)."""
     if not cfg["pidns"]:
         return
-    for _ in range(100):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(-1, signal.SIGKILL)  # all but ourselves and pid 1
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-        except ChildProcessError:
-            pass
-        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in
-                  (1, os.getpid())]
+    me = os.getpid()
+    for attempt in range(500):
+        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
         if not others:
             return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)  # all but ourselves and pid 1 (which reaps them)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if attempt:
+            time.sleep(0.01)
 
 
 def _split(code: str, name: str) -> tuple[ast.Module, ast.Expression | None]:
@@ -240,9 +243,13 @@ def main() -> None:
     if cfg["die_with_parent"]:  # plain mode; bubblewrap does this itself
         import ctypes
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        with contextlib.suppress(AttributeError, OSError):  # Linux only
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if cfg["isolate_network"]:
         isolate_network()
+    # when memory runs out, the OS kills us (and what we start) first
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("1000")
     _set_limits(cfg)
     os.chdir(cfg["workdir"])
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]

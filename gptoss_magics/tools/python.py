@@ -13,9 +13,8 @@ README ("Tools").
 
 from __future__ import annotations
 
+import copy
 import functools
-import hashlib
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,7 +28,8 @@ from typing import Any
 from ..errors import GptOssWarning, InvalidOptionError, MissingDependencyError
 from ..harmony import PYTHON_RECIPIENT, ToolSpec
 from . import _sandbox
-from ._sandbox import Limits, RunResult, Sandbox, SandboxError
+from ._files import check_files, digest, stage
+from ._sandbox import Limits, RunResult, Sandbox
 from .base import ToolOutcome
 
 #: asked before each piece of code runs: True runs it, False refuses it
@@ -38,7 +38,6 @@ REFUSED_TEXT = "The user refused to run this code."
 LOST_STATE_TEXT = ("The interpreter was restarted: variables from earlier calls are gone; "
                    "files in the working folder are kept.")
 NO_OUTPUT_TEXT = "[no output: print() what you want to see, or end the code with an expression]"
-_FRAME_SUFFIXES = (".csv", ".parquet", ".json")
 
 
 class PythonTool:
@@ -70,7 +69,7 @@ class PythonTool:
         if approve is not None and not callable(approve):
             raise InvalidOptionError("PythonTool(approve=...) takes a function of the code "
                                      f"that returns True or False, not {approve!r}")
-        self.files = _check_files(files or {})
+        self.files = check_files(files or {})
         self.approve = approve
         self.allow_network = bool(allow_network)
         self.limits = Limits(int(memory_mb), float(cpu_s), int(max_processes),
@@ -103,7 +102,16 @@ class PythonTool:
     def identity(self) -> dict[str, Any]:
         """The tool in cache keys and provenance: its name, its files' contents, network."""
         return {"name": PYTHON_RECIPIENT, "network": self.allow_network,
-                "files": {name: _digest(src) for name, src in sorted(self.files.items())}}
+                "files": {name: digest(src) for name, src in sorted(self.files.items())}}
+
+    def with_approver(self, approve: Approver | None) -> PythonTool:
+        """A copy of this tool that asks ``approve`` before each run (``--approve``)."""
+        if approve is not None and not callable(approve):
+            raise InvalidOptionError("with_approver takes a function of the code that "
+                                     f"returns True or False, not {approve!r}")
+        tool = copy.copy(self)
+        tool.approve = approve
+        return tool
 
     def open(self) -> PythonSession:
         """A session for one conversation (the interpreter starts at its first call)."""
@@ -119,6 +127,7 @@ class _Box:
     def __init__(self) -> None:
         self.base: Path | None = None
         self.sandbox: Sandbox | None = None
+        self.lost = False  # the interpreter died between calls (its state is gone)
 
     def release(self) -> None:
         sandbox, self.sandbox = self.sandbox, None
@@ -169,22 +178,38 @@ class PythonSession:
                 return ToolOutcome(text="The python session is closed.", error="closed")
             try:
                 sandbox = self._sandbox()
-            except (SandboxError, OSError) as exc:
+            except Exception as exc:  # bubblewrap failed, a file could not be copied, ...
                 return ToolOutcome(text=f"The python sandbox did not start: {exc}",
                                    error=f"sandbox did not start: {exc}")
             result = sandbox.run(code, timeout_s)
+            if self._closed:  # closed while the code ran: the process was killed
+                self._finalizer()
+                return ToolOutcome(text="The python session was closed while the code ran.",
+                                   error="closed")
+            if self._box.lost and not result.lost_state:
+                note = LOST_STATE_TEXT.replace("was restarted", "had died and was restarted")
+                result.output = note + "\n" + result.output
+            self._box.lost = False
             if result.lost_state:
                 self._box.sandbox = None
         return _outcome(result, self.tool.limits.max_chars)
 
     def _sandbox(self) -> Sandbox:
         box, tool = self._box, self.tool
-        if box.sandbox is not None and box.sandbox.alive():
-            return box.sandbox
+        if box.sandbox is not None:
+            if box.sandbox.alive():
+                return box.sandbox
+            box.sandbox.kill()  # it died between calls: release its pipes, tell the model
+            box.sandbox, box.lost = None, True
         if box.base is None:
-            box.base = Path(tempfile.mkdtemp(prefix=f"gptoss-python-{os.getpid()}-"))
-            (box.base / "tmp").mkdir()
-            _stage(tool.files, box.base / "data")
+            base = Path(tempfile.mkdtemp(prefix=f"gptoss-python-{os.getpid()}-"))
+            try:
+                (base / "tmp").mkdir()
+                stage(tool.files, base / "data")
+            except BaseException:
+                shutil.rmtree(base, ignore_errors=True)
+                raise
+            box.base = base
         sandbox = Sandbox(box.base, tool.limits, network=tool.allow_network,
                           bwrap=tool._bwrap, isolate_network=tool._isolate_network)
         sandbox.start()
@@ -192,10 +217,16 @@ class PythonSession:
         return sandbox
 
     def close(self) -> None:
-        """Stop the interpreter and delete its working folder (idempotent)."""
-        with self._lock:
-            self._closed = True
-            self._finalizer()
+        """Stop the interpreter and delete its working folder (idempotent). A call in
+        progress in another thread is cut short; that thread then cleans up."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._finalizer()
+            finally:
+                self._lock.release()
+        elif self._box.sandbox is not None:
+            self._box.sandbox.terminate()
 
 
 # ---------------------------------------------------------------------- results
@@ -275,91 +306,3 @@ def _sweep_stale() -> None:
             shutil.rmtree(folder, ignore_errors=True)
         except PermissionError:
             continue
-
-
-# ---------------------------------------------------------------------- files
-def _check_files(files: Mapping[str, Any]) -> dict[str, Any]:
-    """The files to pass in, by their final names; raises for a bad name or source."""
-    if not isinstance(files, Mapping):
-        raise InvalidOptionError("PythonTool(files=...) takes a dict of name -> path, bytes "
-                                 f"or DataFrame, not {type(files).__name__}")
-    checked: dict[str, Any] = {}
-    for name, source in files.items():
-        parts = Path(name).parts if isinstance(name, str) else ()
-        if not parts or Path(name).is_absolute() or ".." in parts:
-            raise InvalidOptionError(f"PythonTool(files=...): {name!r} is not a name inside "
-                                     "the working folder (use a relative name like 'data.csv')")
-        if isinstance(source, (str, os.PathLike)):
-            if not Path(source).exists():
-                raise InvalidOptionError(f"PythonTool(files=...): {name!r} -> {source!s} does "
-                                         "not exist")
-        elif hasattr(source, "to_csv"):
-            name = _frame_name(name)
-        elif not isinstance(source, bytes):
-            raise InvalidOptionError(f"PythonTool(files=...): {name!r} takes a path, bytes or "
-                                     f"a DataFrame, not {type(source).__name__}")
-        checked[name] = source
-    return checked
-
-
-def _has_parquet() -> bool:
-    return any(importlib.util.find_spec(m) is not None for m in ("pyarrow", "fastparquet"))
-
-
-def _frame_name(name: str) -> str:
-    suffix = Path(name).suffix.lower()
-    if suffix == ".parquet" and not _has_parquet():
-        raise InvalidOptionError(f"PythonTool(files=...): writing {name!r} as parquet needs "
-                                 "pyarrow (pip install pyarrow), or name it .csv")
-    if suffix in _FRAME_SUFFIXES:
-        return name
-    return name + (".parquet" if _has_parquet() else ".csv")
-
-
-def _stage(files: Mapping[str, Any], folder: Path) -> None:
-    """Copy (or write) the files into the working folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, source in files.items():
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(source, bytes):
-            target.write_bytes(source)
-        elif isinstance(source, (str, os.PathLike)):
-            if Path(source).is_dir():
-                shutil.copytree(source, target, dirs_exist_ok=True)
-            else:
-                shutil.copyfile(source, target)
-        else:
-            _write_frame(source, target)
-
-
-def _write_frame(frame: Any, target: Path) -> None:
-    if not hasattr(frame, "columns"):  # a Series
-        frame = frame.to_frame()
-    index = type(frame.index).__name__ != "RangeIndex"  # keep an index that means something
-    suffix = target.suffix.lower()
-    if suffix == ".parquet":
-        frame.to_parquet(target, index=index)
-    elif suffix == ".json":
-        frame.to_json(target, orient="columns" if index else "records")
-    else:
-        frame.to_csv(target, index=index)
-
-
-def _digest(source: Any) -> str:
-    """A short content hash of one file source (for cache keys)."""
-    digest = hashlib.sha256()
-    if isinstance(source, bytes):
-        digest.update(source)
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        for item in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if item.is_file():
-                digest.update(str(item.relative_to(path) if item != path else "").encode())
-                digest.update(item.read_bytes())
-    else:
-        import pandas as pd
-
-        digest.update(pd.util.hash_pandas_object(source, index=True).to_numpy().tobytes())
-        digest.update(repr(list(getattr(source, "columns", [source.name]))).encode())
-    return digest.hexdigest()[:16]

@@ -1,7 +1,8 @@
 /**
  * The renderer of `application/vnd.gptoss.reply+json` (gptoss_magics/display.py
- * `to_json`): answer as markdown, reasoning in a collapsible block, notice, warning
- * and footer.
+ * `to_json`): answer as markdown, reasoning in a collapsible block, the tool calls
+ * (`tool_trail`, one line of text per call) in another collapsed block between the
+ * reasoning and the answer, notice, warning and footer.
  *
  * Model output is untrusted whatever the notebook's trust. The kernel sends the answer
  * twice: `final` verbatim (for reproduction and audit) and `final_markdown`, made safe by
@@ -10,7 +11,7 @@
  * markdown, through JupyterLab's renderer with `trusted: false`; images that would still
  * appear are removed, so a prompt-injected answer cannot make the browser fetch a remote
  * URL. Bundles without `final_markdown` (older versions) show `final` as plain text. Every
- * other field is set as text.
+ * other field, the tool calls' arguments and results included, is set as text.
  */
 
 import { renderMarkdown } from '@jupyterlab/rendermime';
@@ -43,6 +44,7 @@ export interface IReplyData {
   footer?: string;
   tokens_per_s?: number;
   show_reasoning?: boolean;
+  tool_trail?: string[];
 }
 
 function div(className: string, text?: string): HTMLDivElement {
@@ -86,6 +88,10 @@ export class ReplyRenderer extends Widget implements IRenderMime.IRenderer {
       details.appendChild(div('gptoss-Reply-analysis', data.analysis));
       node.appendChild(details);
     }
+    const trail = Array.isArray(data.tool_trail) ? data.tool_trail : [];
+    if (trail.length > 0) {
+      node.appendChild(this._trail(trail, !!data.show_reasoning));
+    }
 
     const answer = div('gptoss-Reply-final jp-RenderedMarkdown jp-RenderedHTMLCommon');
     node.appendChild(answer);
@@ -99,6 +105,20 @@ export class ReplyRenderer extends Widget implements IRenderMime.IRenderer {
     if (data.footer) {
       node.appendChild(div('gptoss-Reply-footer', data.footer));
     }
+  }
+
+  /** The tool calls, collapsed: one line of text per call (never markup). */
+  private _trail(lines: string[], open: boolean): HTMLDetailsElement {
+    const details = document.createElement('details');
+    details.className = 'gptoss-Reply-reasoning gptoss-Reply-tools';
+    details.open = open;
+    const summary = document.createElement('summary');
+    summary.textContent = lines.length === 1 ? 'Tool call (1)' : `Tool calls (${lines.length})`;
+    details.appendChild(summary);
+    for (const line of lines) {
+      details.appendChild(div('gptoss-Reply-analysis gptoss-Reply-tool', String(line)));
+    }
+    return details;
   }
 
   private async _renderMarkdown(answer: HTMLElement, source: string): Promise<void> {
