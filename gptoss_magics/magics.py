@@ -282,14 +282,18 @@ class GptOssMagics(Magics):
             raise KeyboardInterrupt(
                 f"generation interrupted after {reply.completion_tokens} tokens; the partial "
                 "reply is kept in _" + (f" and {args.output}" if args.output else ""))
-        if args.format == "code" and reply.final:
-            shell.set_next_input(strip_fences(reply.final), replace=False)
-        elif args.format == "json" and reply.final:
-            try:
-                reply.json()
-            except ValueError as exc:
-                warnings.warn(f"{exc}; it is kept as text (reply.json() parses it)",
-                              GptOssWarning, stacklevel=2)
+        _apply_format(shell, args.format, reply)
+
+def _apply_format(shell: Any, fmt: str, reply: Any) -> None:
+    """--format code puts the answer into a new cell; --format json checks it parses."""
+    if fmt == "code" and reply.final:
+        shell.set_next_input(strip_fences(reply.final), replace=False)
+    elif fmt == "json" and reply.final:
+        try:
+            reply.json()
+        except ValueError as exc:
+            warnings.warn(f"{exc}; it is kept as text (reply.json() parses it)",
+                          GptOssWarning, stacklevel=3)
 
 
 def _chat(ns: dict[str, Any], name: str | None) -> Chat | None:

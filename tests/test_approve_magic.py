@@ -9,9 +9,9 @@ import shutil
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from test_tools import results, tool_script
 
 from gptoss_magics.engine import ScriptedEngine
-from test_tools import results, tool_script
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
                                 reason="the python tool's sandbox needs bubblewrap")

@@ -48,7 +48,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gptoss_magics import harmony
 from gptoss_magics.harmony import VOCAB_SIZE
 from gptoss_magics.tiny import (
     ARTIFACT_META_KEY,
@@ -75,7 +74,7 @@ class Hyper:
 
     steps: int = 1300
     batch: int = 48
-    micro_batches: int = 8
+    micro_batches: int = 4
     lr: float = 4e-3
     warmup: int = 30
     final_lr_fraction: float = 0.1
@@ -85,102 +84,37 @@ class Hyper:
     cut_fraction: float = 0.08  # share of turns whose reasoning a budget cut short
 
 
-Sequence = tuple[list[int], list[tuple[int, int]]]  # ids, and the [start, end) spans scored
-
-
-def _sequence(spans: list[tuple[list[int], bool]]) -> Sequence:
-    ids: list[int] = []
-    scored = []
-    for part, written in spans:
-        if written:
-            scored.append((len(ids), len(ids) + len(part)))
-        ids.extend(part)
-    return ids, scored
-
-
-class PromptRenderer:
-    """``tiny_tasks.prompt_ids``, fast: the system and developer messages are rendered once
-    per (effort, date or none, tools, instructions) with a stand-in date whose tokens are
-    swapped for the real date's, and the chat and user messages are encoded as text
-    after them (special tokens between messages keep the pieces' tokens independent).
-    Every ``check_every``-th prompt is compared with ``render_prompt``'s."""
-
-    STAND_IN_DATE = "2000-01-01"
-
-    def __init__(self, check_every: int = 16) -> None:
-        self.enc = harmony.encoding()
-        self.check_every = check_every
-        self.heads: dict[tuple[Any, ...], tuple[list[int], int]] = {}
-        self.stand_in = list(self.enc.encode(self.STAND_IN_DATE, allowed_special="all"))
-        self.count = 0
-
-    def _head(self, example: Any, dated: bool, instructions: str | None
-              ) -> tuple[list[int], int]:
-        key = (example.effort, dated, example.tools, instructions)
-        if key not in self.heads:
-            date = self.STAND_IN_DATE if dated else None
-            ids = tiny_tasks.prompt_ids(replace(example, user="x"), date, (), instructions)
-            tail = list(self.enc.encode("<|start|>user<|message|>x<|end|><|start|>assistant",
-                                        allowed_special="all"))
-            assert ids[-len(tail):] == tail
-            head = ids[:-len(tail)]
-            at = next((i for i in range(len(head)) if head[i:i + len(self.stand_in)]
-                       == self.stand_in), -1) if dated else -1
-            self.heads[key] = (head, at)
-        return self.heads[key]
-
-    def __call__(self, example: Any, date: str | None, history: tuple[Any, ...],
-                 instructions: str | None) -> list[int]:
-        head, at = self._head(example, date is not None, instructions)
-        if date is not None:
-            n = len(self.stand_in)
-            head = head[:at] + list(self.enc.encode(date, allowed_special="all")) + head[at + n:]
-        text = "".join(f"<|start|>user<|message|>{t.user}<|end|><|start|>assistant"
-                       f"<|channel|>final<|message|>{t.final}<|end|>" for t in history)
-        text += f"<|start|>user<|message|>{example.user}<|end|><|start|>assistant"
-        ids = head + list(self.enc.encode(text, allowed_special="all"))
-        self.count += 1
-        if self.count % self.check_every == 0:
-            expected = tiny_tasks.prompt_ids(example, date, history, instructions)
-            if ids != expected:
-                raise SystemExit(f"fast prompt rendering differs from render_prompt for "
-                                 f"{example.user!r} ({date}, {example.tools}): fix PromptRenderer")
-        return ids
-
-
-def build_data(hyper: Hyper) -> tuple[list[Sequence], list[int]]:
-    """The training sequences (ids, and the spans the model writes), and the sorted used
-    ids."""
+def build_data(hyper: Hyper) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+    """The training sequences as (prompt ids, completion ids), and the sorted used ids."""
     rng = random.Random(hyper.seed)
     cut_rng = random.Random(hyper.seed + 2)  # its own stream: the other draws stay the same
-    render = PromptRenderer()
     seqs = []
     for _ in range(hyper.steps * hyper.batch):
-        example = tiny_tasks.training_example(rng)
+        example = tiny_tasks.make_example(rng, "train")
         date = tiny_tasks.sample_current_date(rng)
         history, instructions = tiny_tasks.sample_context(rng)
-        prompt = render(example, date, history, instructions)
-        if example.call is None and cut_rng.random() < hyper.cut_fraction:
+        prompt = tiny_tasks.prompt_ids(example, date, history, instructions)
+        if cut_rng.random() < hyper.cut_fraction:
             # a reasoning budget ran out: the engine closed the analysis and opened the
             # final channel; the model learns to answer at once (the forced part is context)
             keep = cut_rng.randrange(len(tiny_tasks.analysis_ids(example)))
             forced, answer = tiny_tasks.cut_completion(example, keep)
-            seqs.append(_sequence([(prompt + forced, False), (answer, True)]))
+            seqs.append((prompt + forced, answer))
         else:
-            spans = tiny_tasks.transcript(example, date, history, instructions, prompt=prompt)
-            seqs.append(_sequence(spans))
+            seqs.append((prompt, tiny_tasks.completion_ids(example)))
     used: set[int] = set(SPECIAL_IDS.values())
-    for ids, _ in seqs:
-        used.update(ids)
+    for prompt, completion in seqs:
+        used.update(prompt)
+        used.update(completion)
     return seqs, sorted(used)
 
 
-def common_prefix_length(seqs: list[Sequence]) -> int:
-    """How many leading tokens all sequences share before their first scored token."""
-    first = seqs[0][0]
-    n = min(scored[0][0] for _, scored in seqs)
-    for ids, _ in seqs:
-        while n and ids[:n] != first[:n]:
+def common_prefix_length(prompts: list[list[int]]) -> int:
+    """How many leading tokens all prompts share (at least one token stays unshared)."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts:
+        while n and p[:n] != first[:n]:
             n -= 1
     return n
 
@@ -198,18 +132,18 @@ def make_model(n_used: int, seed: int) -> Any:
     return GptOssForCausalLM(config).float()
 
 
-def batch_tensors(seqs: list[Sequence], idx: list[int],
+def batch_tensors(seqs: list[tuple[list[int], list[int]]], idx: list[int],
                   remap: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded compact ids and the mask of positions whose next token is one the
-    model writes (the positions that are scored)."""
-    length = max(len(seqs[i][0]) for i in idx)
+    """Right-padded compact ids and the mask of positions whose next token is a
+    completion token (the positions that are scored)."""
+    length = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
     ids = torch.zeros(len(idx), length, dtype=torch.long)
     scored = torch.zeros(len(idx), length, dtype=torch.bool)
     for row, i in enumerate(idx):
-        full, spans = seqs[i]
-        ids[row, : len(full)] = torch.tensor([remap[t] for t in full])
-        for start, end in spans:
-            scored[row, start - 1 : end - 1] = True
+        prompt, completion = seqs[i]
+        full = [remap[t] for t in prompt + completion]
+        ids[row, : len(full)] = torch.tensor(full)
+        scored[row, len(prompt) - 1 : len(full) - 1] = True
     return ids, scored
 
 
@@ -221,16 +155,12 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
     seqs, used = build_data(hyper)
     remap = {t: i for i, t in enumerate(used)}
     n_used = len(used)
-    n_prefix = common_prefix_length(seqs)
+    n_prefix = common_prefix_length([p for p, _ in seqs])
     prefix = torch.tensor([[remap[t] for t in seqs[0][0][:n_prefix]]])
     data_s = time.perf_counter() - t0
-    longest = max(len(ids) for ids, _ in seqs)
-    if longest > TRAINED_ARCH["sliding_window"]:
-        raise SystemExit(f"a training sequence has {longest} tokens, more than the sliding "
-                         f"window ({TRAINED_ARCH['sliding_window']}): raise it in TRAINED_ARCH")
-    print(f"data: {len(seqs)} sequences, {n_used} used ids, longest {longest} tokens, mean "
-          f"{sum(len(ids) for ids, _ in seqs) / len(seqs):.1f}, shared prefix {n_prefix} "
-          f"tokens, {data_s:.1f}s", flush=True)
+    print(f"data: {len(seqs)} sequences, {n_used} used ids, longest "
+          f"{max(len(p) + len(c) for p, c in seqs)} tokens, shared prefix {n_prefix} tokens, "
+          f"{data_s:.1f}s", flush=True)
 
     model = make_model(n_used, hyper.seed)
     model.train()
@@ -251,8 +181,8 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
     t1, c1 = time.perf_counter(), time.process_time()
     for step in range(hyper.steps):
         idx = sorted(order[step * hyper.batch:(step + 1) * hyper.batch],
-                     key=lambda i: (len(seqs[i][0]), i))
-        n_scored = sum(end - start for i in idx for start, end in seqs[i][1])
+                     key=lambda i: (len(seqs[i][0]) + len(seqs[i][1]), i))
+        n_scored = sum(len(seqs[i][1]) for i in idx)
         size = -(-len(idx) // hyper.micro_batches)
         opt.zero_grad(set_to_none=True)
         total = 0.0
@@ -316,7 +246,7 @@ def export(model: Any, used: list[int], hyper: Hyper, out: Path) -> None:
     tensors["used_ids"] = torch.tensor(used, dtype=torch.int32)
     arch = {k: v for k, v in TRAINED_ARCH.items() if k != "vocab_size"}
     meta = {"format": ARTIFACT_FORMAT, "arch": arch, "vocab_size": VOCAB_SIZE,
-            "steps": hyper.steps, "seed": hyper.seed, "tasks": list(tiny_tasks.ALL_TASKS)}
+            "steps": hyper.steps, "seed": hyper.seed, "tasks": list(tiny_tasks.TASKS)}
     out.parent.mkdir(parents=True, exist_ok=True)
     # one metadata key: safetensors writes several in an unstable order
     save_file(tensors, str(out), metadata={ARTIFACT_META_KEY: json.dumps(meta, sort_keys=True)})

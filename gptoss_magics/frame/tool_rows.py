@@ -12,8 +12,8 @@ last round), with the reasoning and token counts of its whole chain and its trai
 calls (``RowResult.tool_calls``, plain data that the result cache keeps: a cached row
 replays its trail and calls nothing). A row whose last call failed has that error; it
 is not cached. A row whose answer fails its schema is tried once more from the start, as
-without tools (its calls run again). An interrupt, a cancel or an engine failure aborts every outstanding
-request and abandons the pending calls (their threads finish on their own, their
+without tools (its calls run again). An interrupt, a cancel or an engine failure aborts
+every outstanding request and abandons the pending calls (their threads finish on their own, their
 results are ignored); the rows finished so far are kept.
 """
 
