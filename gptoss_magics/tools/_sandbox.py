@@ -110,14 +110,16 @@ def _bwrap_argv(bwrap: str, base: Path, network: bool, as_root: bool) -> list[st
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    made: set[str] = set()
+    # the private /tmp first: a Python installed under /tmp (a venv in a clone there) is
+    # then bound on top of it instead of being hidden by it
+    argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(base / "tmp"), "/tmp"]
+    made: set[str] = {"/tmp"}
     for root in _python_roots():
         argv += [*_parents(root, made), "--ro-bind", root, root]
     argv += _parents("/etc/x", made)
     for path in _ETC:
         argv += ["--ro-bind-try", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(base / "tmp"), "/tmp",
-             "--perms", "0755", "--dir", "/mnt", "--bind", str(base / "data"), WORKDIR,
+    argv += ["--perms", "0755", "--dir", "/mnt", "--bind", str(base / "data"), WORKDIR,
              "--chdir", WORKDIR, "--clearenv"]
     for key, value in _environment(WORKDIR).items():
         argv += ["--setenv", key, value]
