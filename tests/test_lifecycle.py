@@ -27,7 +27,7 @@ def _mib(report: dict[str, Any]) -> str:
 def test_unload_frees_memory_and_load_works_again(engine: dict) -> None:
     first = gm.unload()
     assert not gm.is_loaded()
-    assert set(first) == MEMORY_KEYS and first["model"] == engine["model"]
+    assert set(first) >= MEMORY_KEYS and first["model"] == engine["model"]
     assert all(isinstance(first[k], int) for k in MEMORY_KEYS if k.startswith("rss"))
     print(f"\nfirst cycle: {_mib(first)}")
     # the engine's weights, KV cache and tokenizer came back (imported code stays)
@@ -47,7 +47,7 @@ def test_unload_frees_memory_and_load_works_again(engine: dict) -> None:
     assert gm.complete("again", max_tokens=4).completion_tokens == 4
 
     second = gm.unload()
-    assert set(second) == MEMORY_KEYS
+    assert set(second) >= MEMORY_KEYS
     assert second["rss_after_unload"] < second["rss_loaded"], second
     print(f"second cycle: {_mib(second)}; kept since the first: "
           f"{(second['rss_after_unload'] - first['rss_after_unload']) / 2**20:,.0f} MiB")

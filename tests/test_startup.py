@@ -218,6 +218,8 @@ def test_the_effort_panel_labels_have_room(fresh_settings: object) -> None:
 # ---------------------------------------------------------------------- lifecycle
 @pytest.mark.lifecycle
 def test_unload_reports_what_the_engine_took_and_gave_back(engine: dict) -> None:
+    if not gm.is_loaded():  # an earlier lifecycle test may have left none loaded
+        gm.load("tiny")
     mem = gm.unload()
     assert mem["rss_after_import"] >= mem["rss_before_load"]
     assert mem["engine_rss_bytes"] == mem["rss_loaded"] - mem["rss_after_import"]
@@ -235,7 +237,8 @@ def test_an_interactive_load_shows_progress_then_clears_it(
     import gptoss_magics.load_progress as lp
 
     monkeypatch.setattr(lp, "SHOW_AFTER_S", 0.0)  # the tiny model loads fast
-    gm.unload()
+    if gm.is_loaded():
+        gm.unload()
     capsys.readouterr()
     gm.load("tiny", progress=True)
     err = capsys.readouterr().err
