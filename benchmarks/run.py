@@ -136,9 +136,12 @@ def lifecycle(model: str, processes: int, cycles: int) -> dict[str, Any]:
         u.setdefault("returned_share", (u["rss_loaded"] - u["rss_after_unload"]) /
                      max(1, u["rss_loaded"] - u["rss_after_import"]))
     later = [u for r in runs for u in r["unloads"][1:]]
-    # growth per cycle: the RSS after the last unload against after the first, per cycle
-    growth = [(r["unloads"][-1]["rss_after_unload"] - r["unloads"][0]["rss_after_unload"]) /
-              max(1, len(r["unloads"]) - 1) for r in runs]
+    # growth per cycle: the least-squares slope of the RSS after each unload over the
+    # reload cycles (the first cycle of a process also keeps what its first load imported
+    # and set up once: reported apart), robust to the allocator's swings of a few MiB
+    growth = [slope([u["rss_after_unload"] for u in r["unloads"][1:]]) for r in runs]
+    second = [r["unloads"][1]["rss_after_unload"] - r["unloads"][0]["rss_after_unload"]
+              for r in runs if len(r["unloads"]) > 1]
     first_mem = runs[0]["unloads"][0]
     return {
         "processes": processes, "cycles": cycles,
@@ -151,10 +154,21 @@ def lifecycle(model: str, processes: int, cycles: int) -> dict[str, Any]:
         "returned_share_min": round(min(u["returned_share"] for u in later), 4),
         "growth_per_cycle_mib": round(median(growth) / 2**20, 1),
         "growth_per_cycle_mib_max": round(max(growth) / 2**20, 1),
+        "second_cycle_step_mib": round(median(second) / 2**20, 1) if second else None,
         "first_cycle_mib": {k: round(first_mem[k] / 2**20) for k in (
             "rss_before_load", "rss_after_import", "rss_loaded", "rss_after_unload")},
         "first_cycle_returned_share": first_mem["returned_share"],
     }
+
+
+def slope(ys: list[float]) -> float:
+    """Least-squares slope of ``ys`` against 0, 1, 2, ... (0 for fewer than two)."""
+    n = len(ys)
+    if n < 2:
+        return 0.0
+    mx, my = (n - 1) / 2, sum(ys) / n
+    return sum((x - mx) * (y - my) for x, y in enumerate(ys)) / sum(
+        (x - mx) ** 2 for x in range(n))
 
 
 def lifecycle_markdown(c: dict[str, Any]) -> list[str]:
@@ -166,8 +180,10 @@ def lifecycle_markdown(c: dict[str, Any]) -> list[str]:
         f"{c['cycles']} reloads each).",
         f"- Unload gives back {c['returned_share_median']:.1%} of the memory a load took "
         f"(lowest {c['returned_share_min']:.1%}) over {c['cycles']} load/unload cycles; RSS "
-        f"after unload grows {c['growth_per_cycle_mib']} MiB per cycle (at most "
-        f"{c['growth_per_cycle_mib_max']} MiB in one process). The first load in a process "
+        f"after unload grows {c['growth_per_cycle_mib']} MiB per cycle over them (slope; at "
+        f"most {c['growth_per_cycle_mib_max']} MiB in one process; "
+        f"{c.get('second_cycle_step_mib')} MiB from the first unload to the second). "
+        f"The first load in a process "
         f"also imports vLLM and torch, which stay: RSS {m['rss_before_load']:,} MiB, "
         f"{m['rss_after_import']:,} after the import, {m['rss_loaded']:,} loaded, "
         f"{m['rss_after_unload']:,} after unload "

@@ -124,7 +124,7 @@ class VllmEngine(ThreadedEngine):
             while not self._ready.wait(0.05):
                 ticks += 1
                 if watch is not None and on_progress is not None and \
-                        ticks % PROGRESS_TICKS == 0:
+                        (ticks == 1 or ticks % PROGRESS_TICKS == 0):
                     _report(on_progress, watch.poll())
         except KeyboardInterrupt:
             # vLLM cannot be stopped half-way through starting: let it finish on its
