@@ -79,6 +79,9 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
+	$(PY) benchmarks/background.py
+	$(PY) benchmarks/tools.py
+	$(PY) benchmarks/cascade.py
 	$(PY) benchmarks/run.py --write-readme
 
 clean:

@@ -34,6 +34,7 @@ from .errors import (
     RowError,
     StorageError,
     TemplateError,
+    UnsupportedHardwareError,
 )
 from .evaluation import Cascade, EvaluationResult, evaluate, reproduce
 from .fit import FitPlan, plan_fit
@@ -86,6 +87,7 @@ __all__ = [
     "TemplateError",
     "ToolCall",
     "Turn",
+    "UnsupportedHardwareError",
     "__version__",
     "check_manifest",
     "check_model",

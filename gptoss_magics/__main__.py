@@ -2,7 +2,9 @@
 ``python -m gptoss_magics build-tiny`` (prepare the tiny model ahead of time),
 ``python -m gptoss_magics check PATH [--manifest FILE]`` (check a weights folder before
 loading it; with a manifest, verify every byte of a copy) and
-``python -m gptoss_magics manifest PATH > weights.sha256`` (the SHA-256 of every file)."""
+``python -m gptoss_magics manifest PATH > weights.sha256`` (the SHA-256 of every file) and
+``python -m gptoss_magics dequantize SRC DST`` (a bf16 copy of an MXFP4 checkpoint, which
+vLLM runs on a CPU without AMX)."""
 
 from __future__ import annotations
 
@@ -117,6 +119,23 @@ def manifest(path: str) -> int:
     return 0
 
 
+def dequantize(src: str, dst: str, manifest: str | None) -> int:
+    """Write a bf16 copy of the MXFP4 checkpoint ``src`` into ``dst``: the plan (disk
+    space needed and free) first, then a progress bar, then what was written; exit 0, or
+    1 with one ``error:`` line."""
+    from gptoss_magics.dequantize import dequantize_mxfp4, plan_dequantize
+    from gptoss_magics.errors import GptOssError
+
+    try:
+        print(repr(plan_dequantize(src, dst)), flush=True)
+        result = dequantize_mxfp4(src, dst, manifest=manifest, progress=sys.stderr.isatty())
+    except GptOssError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(repr(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptoss_magics")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("manifest", help="print the SHA-256 of every file in a folder "
                                         "(sha256sum format), e.g. > weights.sha256")
     m.add_argument("path")
+    q = sub.add_parser("dequantize", help="write a bf16 copy of an MXFP4 checkpoint (as "
+                                          "published), which vLLM runs on a CPU without AMX")
+    q.add_argument("src", help="the MXFP4 checkpoint: a folder, or 'tiny-mxfp4'")
+    q.add_argument("dst", help="a new or empty folder for the bf16 copy")
+    q.add_argument("--manifest", metavar="FILE",
+                   help="verify every file of SRC against this manifest first")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.model)
@@ -139,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return verify(args.path, args.manifest) if args.manifest else check(args.path)
     if args.command == "manifest":
         return manifest(args.path)
+    if args.command == "dequantize":
+        return dequantize(args.src, args.dst, args.manifest)
     from gptoss_magics.tiny import build_tiny
 
     print(build_tiny(args.name))

@@ -8,6 +8,7 @@ everything this package raises on purpose::
     ├── EngineNotLoadedError     generate/unload with no engine
     ├── EngineAlreadyLoadedError load while one is loaded
     ├── EngineLoadError          vLLM could not start (bad folder, out of memory, ...)
+    │   └── UnsupportedHardwareError  no kernel here for the weights' format (MXFP4)
     ├── EngineDeadError          the engine stopped while running
     ├── ModelNotFoundError       no local weights for the requested model
     │   └── ModelFolderError     the weights folder is incomplete or damaged
@@ -47,6 +48,13 @@ class EngineAlreadyLoadedError(GptOssError):
 
 class EngineLoadError(GptOssError):
     """Raised when vLLM fails to start the engine."""
+
+
+class UnsupportedHardwareError(EngineLoadError):
+    """Raised by ``load()`` before vLLM starts when this machine has no kernel for the
+    checkpoint's format (MXFP4 experts without a GPU or an AMX CPU); the message names the
+    command that converts it to bf16 (``python -m gptoss_magics dequantize SRC DST``),
+    which vLLM runs on any CPU."""
 
 
 class EngineDeadError(GptOssError):

@@ -9,13 +9,16 @@ or was not in the manifest::
 
     gm.write_manifest("/models/gpt-oss-20b")          # the text
     gm.check_manifest("/models/gpt-oss-20b", "weights.sha256")   # ManifestCheck
+    gm.load("/models/gpt-oss-20b", manifest="weights.sha256")    # verify, then load
 
 The manifest lists every file under the folder (``original/`` and ``metal/`` included),
 sorted, one ``<sha256>  <relative path>`` line each; ``sha256sum -c`` reads it too. Files
 of a Hugging Face cache snapshot are not read when writing it: the hub names each large
 blob by its SHA-256. Hashes already computed for the weights fingerprint are reused
 (:func:`gptoss_magics.models.hash_file`). ``manifest_digest`` (the SHA-256 of the
-manifest's text) ties an answer's provenance to the exact files.
+manifest's text) ties an answer's provenance to the exact files: a model loaded with
+``load(..., manifest=FILE)`` is verified first (:func:`verify_manifest`), and every answer's
+provenance then carries ``weights_manifest``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .errors import ModelFolderError
 from .models import hash_file
 
 __all__ = ["FileResult", "ManifestCheck", "check_manifest", "manifest_digest",
-           "manifest_files", "read_manifest", "write_manifest"]
+           "manifest_files", "read_manifest", "verify_manifest", "write_manifest"]
 
 #: download bookkeeping that ``huggingface-cli download --local-dir`` leaves in the folder
 SKIPPED = (".cache/huggingface",)
@@ -222,3 +225,17 @@ def _verify(rel: str, path: Path, want: str, update: Callable[[int], object]) ->
     except ModelFolderError:
         return FileResult(rel, "unreadable", want)
     return FileResult(rel, "ok" if sha == want else "changed", want, sha)
+
+
+def verify_manifest(folder: str | os.PathLike[str], manifest_path: str | os.PathLike[str],
+                    progress: bool = True) -> str:
+    """:func:`check_manifest`, for a load: the manifest's digest when ``folder`` matches
+    it; else raises :class:`ModelFolderError` naming the first file that does not."""
+    result = check_manifest(folder, manifest_path, progress)
+    if result.ok:
+        return result.digest
+    more = len(result.problems) - 1
+    rest = (f" (and {more} more: `python -m gptoss_magics check {folder} --manifest "
+            f"{manifest_path}` lists them)") if more else ""
+    raise ModelFolderError(f"{folder} does not match the manifest {manifest_path}: "
+                           f"{result.problems[0]}{rest}")

@@ -10,6 +10,10 @@ weights that produced them::
     ...                                 # the engine loads: hashing and loading overlap)
     fp = future.result()
 
+``check_runnable`` refuses, before vLLM is imported, a checkpoint that this machine has
+no kernel for (MXFP4 experts without a GPU or an AMX CPU), naming the command that
+converts it to bf16 (``python -m gptoss_magics dequantize``), which runs anywhere.
+
 A file's SHA-256 is computed once and remembered in the cache folder by device, inode,
 size, modification and change time, so rewriting a file in place (even restoring its
 mtime) is noticed. Files of a Hugging Face cache snapshot are not read at all: the hub
@@ -23,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import threading
@@ -33,10 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CancelledError, ModelFolderError, ModelNotFoundError
+from .errors import (
+    CancelledError,
+    ModelFolderError,
+    ModelNotFoundError,
+    UnsupportedHardwareError,
+)
 from .settings import settings
 
-__all__ = ["Fingerprint", "FingerprintTask", "file_sha256", "fingerprint", "hash_file",
+__all__ = ["Fingerprint", "FingerprintTask", "check_runnable", "dequantize_command",
+           "file_sha256", "fingerprint", "hash_file", "mxfp4_kernel", "quant_method",
            "resolve_model", "start_fingerprint", "weights_fingerprint"]
 
 KIND = "full-sha256"
@@ -89,6 +100,70 @@ def resolve_model(name: str) -> tuple[Path, bool]:
         f"No model folder at {path}: give a folder with config.json and the weights, a "
         "Hugging Face id already in the local cache, or 'tiny'."
     )
+
+
+# ---------------------------------------------------------------------- can it run here?
+def quant_method(folder: str | os.PathLike[str]) -> str | None:
+    """``quantization_config.quant_method`` in the folder's ``config.json`` (``"mxfp4"``
+    for the published gpt-oss checkpoints), or None (bf16, or an unreadable config)."""
+    try:
+        quant = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get(
+            "quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return str(method) if method is not None else None
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``), empty where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def mxfp4_kernel() -> str | None:
+    """Where vLLM 0.32 has an MXFP4 MoE kernel on this machine: ``"gpu"`` (CUDA),
+    ``"cpu-amx"`` (its only CPU MXFP4 path needs AMX tiles: Intel Xeon 4th generation or
+    newer), or None. Reads ``/proc/cpuinfo``; imports neither vLLM nor torch."""
+    if _has_gpu():
+        return "gpu"
+    return "cpu-amx" if "amx_tile" in _cpu_flags() else None
+
+
+def check_runnable(folder: str | os.PathLike[str], label: str | None = None) -> None:
+    """Raise :class:`UnsupportedHardwareError` when vLLM cannot run the checkpoint in
+    ``folder`` on this machine: MXFP4 experts with no GPU and no AMX CPU. Called by
+    ``load()`` before vLLM is imported, instead of a vLLM error after a minute."""
+    if quant_method(folder) != "mxfp4" or mxfp4_kernel() is not None:
+        return
+    command = dequantize_command(label or str(folder))
+    raise UnsupportedHardwareError(
+        f"{label or Path(folder).name} has MXFP4 expert weights, which vLLM runs only on a "
+        "GPU or on a CPU with AMX (Intel Xeon 4th generation or newer), and this machine "
+        f"has neither: to run it on this CPU, convert it to bf16 first (`{command}`, about "
+        "3x the disk) and load that folder; or load it on such a machine, or a bf16 "
+        "checkpoint such as 'tiny'")
+
+
+def dequantize_command(name: str) -> str:
+    """The command that writes a bf16 copy of the MXFP4 checkpoint ``name`` (a folder, a
+    tiny model's name or a Hugging Face id): into ``FOLDER-bf16`` beside a folder, else
+    into ``NAME-bf16`` in the current folder (for a Hugging Face cache snapshot, named
+    after its repository, outside the cache)."""
+    path = Path(name).expanduser()
+    if path.parent.name == "snapshots":  # .../models--openai--gpt-oss-20b/snapshots/<rev>
+        dst = path.parent.parent.name.rpartition("--")[2] + "-bf16"
+    elif path.is_dir():
+        dst = str(path) + "-bf16"
+    else:
+        dst = path.name + "-bf16"
+    return f"python -m gptoss_magics dequantize {shlex.quote(name)} {shlex.quote(dst)}"
 
 
 # ---------------------------------------------------------------------- the memo

@@ -308,16 +308,24 @@ class Options:
                run_tools: bool = False) -> list[int]:
         """Prompt token ids for ``prompt`` under these options. With tools, only a caller
         that runs them (``run_tools=True``) may render the prompt that declares them."""
+        return harmony.render_prompt(prompt, **self._render_args(history, run_tools))
+
+    def renderer(self, history: Sequence[harmony.Turn] = (), *,
+                 run_tools: bool = False) -> harmony.PromptRenderer:
+        """A function rendering many prompts as :meth:`render` would, token for token, with
+        the opening messages rendered once (a map's rows)."""
+        return harmony.PromptRenderer(**self._render_args(history, run_tools))
+
+    def _render_args(self, history: Sequence[harmony.Turn], run_tools: bool
+                     ) -> dict[str, Any]:
         if self.tools and not run_tools:
             raise InvalidOptionError(
                 "this surface does not run tools yet (complete, complete_batch, stream, "
                 "%%gptoss and the DataFrame map do): leave tools out here")
         specs, python = declarations(self.tools)
-        return harmony.render_prompt(
-            prompt, effort=self.effort, instructions=self.instructions or None,
-            history=history, knowledge_cutoff=self.knowledge_cutoff,
-            current_date=self.current_date, tools=specs, python=python,
-        )
+        return dict(effort=self.effort, instructions=self.instructions or None,
+                    history=history, knowledge_cutoff=self.knowledge_cutoff,
+                    current_date=self.current_date, tools=specs, python=python)
 
     def sampling(self) -> Any:
         """The engine's sampling settings for these options."""

@@ -29,10 +29,12 @@ class Reply:
     reasoning. ``truncated`` is True when generation stopped early (``max_tokens``
     or an interrupt); ``malformed`` when the output did not follow the harmony format,
     in which case ``final`` holds the best text recovered. ``str(reply)`` is the answer.
-    ``provenance`` records the model, its weights fingerprint, the vLLM version and
-    every setting that shaped the answer. ``reasoning_cut`` is True when a reasoning
-    budget ran out and the model was made to answer after ``analysis_tokens`` tokens of
-    reasoning (the answer is complete, but was given with less thought).
+    ``provenance`` records the model, its weights fingerprint (and ``weights_manifest``,
+    the digest of the manifest the weights were verified against at load, or None), the
+    vLLM version and every setting that shaped the answer. ``reasoning_cut`` is True
+    when a reasoning budget ran out and the model was made to answer after
+    ``analysis_tokens`` tokens of reasoning (the answer is complete, but was given with
+    less thought).
     ``confidence`` (when asked for) is the model's probability of its final answer: the
     product of the answer tokens' probabilities, after its reasoning and under any
     constraint, at temperature 1. With a constraint (``choices``, ``regex``, ``schema``)

@@ -3,6 +3,10 @@
 With tools, the recorded tool results are replayed instead of calling the tools again
 (they may not exist any more, or answer differently today), and the reproduction says
 whether the model asked for the same calls.
+
+When the answer's provenance names a weights manifest (the model was loaded with
+``load(..., manifest=FILE)``), ``same_manifest`` says whether the loaded model was verified
+against the same one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from .tools import Conversation, ToolCall, recorded_tools, run_conversations
 @dataclass(frozen=True)
 class Reproduction:
     """The outcome of :func:`reproduce`. ``same_calls``: the model asked for the same
-    tool calls, with the same arguments, in the same order (True without tools)."""
+    tool calls, with the same arguments, in the same order (True without tools).
+    ``same_manifest``: the loaded weights were verified against the manifest the answer
+    records (None when it records none)."""
 
     original: Mapping[str, Any]
     again: Reply
@@ -34,6 +40,7 @@ class Reproduction:
     same_weights: bool
     identical: bool
     same_calls: bool = True
+    same_manifest: bool | None = None
 
     def __repr__(self) -> str:
         verdict = "identical" if self.identical else "DIFFERENT"
@@ -44,6 +51,9 @@ class Reproduction:
             notes.append("different prompt tokens")
         if not self.same_calls:
             notes.append("different tool calls")
+        if self.same_manifest is False:
+            recorded = str(self.original["provenance"]["weights_manifest"])
+            notes.append(f"weights not verified against manifest {recorded[:19]}")
         extra = f" ({', '.join(notes)})" if notes else ""
         return f"Reproduction: {verdict}{extra}; again: {self.again.final[:80]!r}"
 
@@ -153,7 +163,8 @@ def reproduce(reply: Reply | Mapping[str, Any]) -> Reproduction:
     output (``application/vnd.gptoss.reply+json``). The answer counts as identical when
     the token ids match (when known) or else the answer and reasoning texts match. With
     tools, no tool is called: the recorded results are replayed, and ``same_calls``
-    says whether the model asked for the same calls.
+    says whether the model asked for the same calls. ``same_manifest`` checks the
+    recorded weights manifest (``weights_manifest``) against the loaded model's.
     """
     data: Mapping[str, Any] = reply.to_dict() if isinstance(reply, Reply) else reply
     options, sampling, history = _recorded(data)
@@ -174,14 +185,17 @@ def reproduce(reply: Reply | Mapping[str, Any]) -> Reproduction:
                            prompt=prompt, history=history, audit_it=False)
     same_calls = [(c.name, c.arguments) for c in recorded_calls] == \
         [(c.name, c.arguments) for c in again.tool_calls]
-    return _report(data, again, prompt_sha256(ids), session.fingerprint, same_calls)
+    return _report(data, again, prompt_sha256(ids), session.fingerprint, same_calls,
+                   session.manifest)
 
 
 def _report(data: Mapping[str, Any], again: Reply, sha: str, fingerprint: str,
-            same_calls: bool) -> Reproduction:
+            same_calls: bool, manifest: str | None) -> Reproduction:
     prov = data.get("provenance") or {}
     same_prompt = prov.get("prompt_sha256") in (None, sha)
     same_weights = prov.get("weights_fingerprint") == fingerprint
+    recorded = prov.get("weights_manifest")
+    same_manifest = None if recorded is None else recorded == manifest
     if data.get("token_ids"):
         identical = list(data["token_ids"]) == list(again.token_ids)
     else:
@@ -189,6 +203,8 @@ def _report(data: Mapping[str, Any], again: Reply, sha: str, fingerprint: str,
     identical = identical and same_calls
     audit.write({"kind": "reproduction", "identical": identical, "same_prompt": same_prompt,
                  "same_weights": same_weights, "same_calls": same_calls,
+                 "same_manifest": same_manifest,
                  "prompt": data["prompt"], "original_final": data.get("final"),
                  "again_final": again.final, "provenance": again.provenance})
-    return Reproduction(data, again, same_prompt, same_weights, identical, same_calls)
+    return Reproduction(data, again, same_prompt, same_weights, identical, same_calls,
+                        same_manifest)

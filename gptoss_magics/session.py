@@ -2,6 +2,7 @@
 
     import gptoss_magics as gm
     gm.load("tiny")                        # or a local weights folder
+    gm.load("/models/gpt-oss-20b", manifest="weights.sha256")   # verified first
     gm.status()
     gm.unload()                            # frees the memory, verified
 
@@ -13,6 +14,7 @@ background work (:func:`report_activity`).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +29,10 @@ from .errors import (
     EngineNotLoadedError,
     ModelFolderError,
 )
-from .load_progress import LoadDisplay
+from .load_progress import LoadDisplay, interactive
+from .manifest import verify_manifest
 from .model_check import check_model
-from .models import resolve_model, start_fingerprint
+from .models import check_runnable, resolve_model, start_fingerprint
 from .settings import settings
 from .tiny import TINY_ENGINE_ARGS, notice_for, tiny_info
 
@@ -52,6 +55,8 @@ class Session:
     loaded_at: float = field(default_factory=time.time)
     last_tokens_per_s: float | None = None
     notice: str | None = None
+    #: the digest of the manifest the weights were verified against at load, or None
+    manifest: str | None = None
 
     def provenance(self, options: Any, sampling: dict[str, Any]) -> dict[str, Any]:
         """How an answer from this session was made, under ``options`` (resolved)."""
@@ -61,6 +66,7 @@ class Session:
             "model_path": str(self.path),
             "weights_fingerprint": self.fingerprint,
             "fingerprint_kind": self.fingerprint_kind,
+            "weights_manifest": self.manifest,
             "vllm": info.get("vllm"),
             "device": info.get("device"),
             "dtype": info.get("dtype"),
@@ -148,6 +154,19 @@ def _checked_folder(name: str) -> tuple[Path, bool]:
     return path, tiny
 
 
+def _verified_folder(name: str, manifest: str | os.PathLike[str] | None,
+                     progress: bool | None) -> tuple[Path, bool, str | None]:
+    """The folder, whether it is a tiny model, and the manifest's digest (None without
+    one), once the folder is complete, this machine can run it, and it matches the
+    manifest; all before vLLM is imported. A second manifest check is quick: the hashes
+    of unchanged files are remembered."""
+    path, tiny = _checked_folder(name)
+    check_runnable(path, name)
+    digest = None if manifest is None else verify_manifest(
+        path, manifest, interactive() if progress is None else progress)
+    return path, tiny, digest
+
+
 def _refuse_second() -> None:
     if _State.session is not None:
         raise EngineAlreadyLoadedError(
@@ -156,6 +175,7 @@ def _refuse_second() -> None:
 
 
 def load(model: str | None = None, *, progress: bool | None = None,
+         manifest: str | os.PathLike[str] | None = None,
          **engine_args: Any) -> dict[str, Any]:
     """Start a vLLM engine for ``model`` in this process and return its status.
 
@@ -164,16 +184,27 @@ def load(model: str | None = None, *, progress: bool | None = None,
     ``settings().model``. Keyword arguments go to vLLM's engine (``dtype``,
     ``max_model_len``, ``gpu_memory_utilization``, ``tensor_parallel_size``...), over
     ``settings().engine_args``. ``multiprocess=True`` runs vLLM's engine core in a
-    child process instead of this one. Nothing is ever downloaded. The weights'
+    child process instead of this one. ``background_reserve=N``: engine slots that
+    background maps (``df.gptoss.submit``) leave free for interactive requests (default
+    1/64 of vLLM's ``max_num_seqs``, at least 4). Nothing is ever downloaded. The weights'
     full SHA-256 fingerprint is computed while vLLM loads (remembered afterwards).
     ``progress``: show a progress line (shards and bytes read, elapsed time) while it
     loads; by default only in a Jupyter kernel or on a terminal.
+
+    ``manifest``: a weights manifest (``python -m gptoss_magics manifest``); every file
+    is verified against it before vLLM starts, as ``check --manifest`` does (with a
+    progress bar; the SHA-256 of a file this machine hashed and that has not changed since
+    is remembered), a folder that differs is refused (:class:`ModelFolderError` naming
+    the file), and every answer's provenance then names the manifest's digest
+    (``weights_manifest``).
+    A checkpoint this machine has no kernel for (MXFP4 experts, as published, without a
+    GPU or an AMX CPU) is refused at once with :class:`UnsupportedHardwareError`.
     """
     with _State.lock:
         s = settings()
         name = model or s.model
         # the folder first: a broken copy is worth knowing about before unloading anything
-        path, tiny = _checked_folder(name)
+        path, tiny, digest = _verified_folder(name, manifest, progress)
         _refuse_second()
         args: dict[str, Any] = dict(TINY_ENGINE_ARGS, use_tqdm_on_load=False) if tiny else {}
         args.update(s.engine_args)
@@ -198,34 +229,37 @@ def load(model: str | None = None, *, progress: bool | None = None,
             raise
         _State.session = Session(engine, label, path, tiny, fp.value, before,
                                  MemoryReport.now(), fp.kind,
-                                 notice=notice_for(label) if tiny else None)
+                                 notice=notice_for(label) if tiny else None,
+                                 manifest=digest)
     notify()
     return status()
 
 
 def attach(engine: EngineProtocol, label: str, *, path: str | Path = ".",
-           fingerprint: str = "none", notice: str | None = None) -> dict[str, Any]:
+           fingerprint: str = "none", notice: str | None = None,
+           manifest: str | None = None) -> dict[str, Any]:
     """Serve an engine that is already running (for example a
-    :class:`~gptoss_magics.engine.ScriptedEngine` in tests) as the session's model."""
+    :class:`~gptoss_magics.engine.ScriptedEngine` in tests) as the session's model;
+    ``manifest`` is the digest its provenance records as ``weights_manifest``."""
     with _State.lock:
         _refuse_second()
         now = MemoryReport.now()
         _State.session = Session(engine, label, Path(path), False, fingerprint, now, now,
-                                 "given", notice=notice)
+                                 "given", notice=notice, manifest=manifest)
     notify()
     return status()
 
 
 @contextlib.contextmanager
 def using(engine: EngineProtocol, label: str = "scripted", *, fingerprint: str = "none",
-          notice: str | None = None) -> Iterator[Session]:
+          notice: str | None = None, manifest: str | None = None) -> Iterator[Session]:
     """Serve ``engine`` as the session's model inside the ``with`` block, then put back
     whatever was loaded before (the other engine keeps running meanwhile). For tests of
     the surfaces on a :class:`~gptoss_magics.engine.ScriptedEngine`."""
     with _State.lock:
         saved = _State.session
         _State.session = None
-        attach(engine, label, fingerprint=fingerprint, notice=notice)
+        attach(engine, label, fingerprint=fingerprint, notice=notice, manifest=manifest)
         session = _State.session
     assert session is not None
     try:
@@ -301,6 +335,7 @@ def status() -> dict[str, Any]:
         "notice": session.notice,
         "weights_fingerprint": session.fingerprint,
         "fingerprint_kind": session.fingerprint_kind,
+        "weights_manifest": session.manifest,
         "device": info.get("device"),
         "dtype": info.get("dtype"),
         "max_model_len": info.get("max_model_len"),
@@ -310,6 +345,7 @@ def status() -> dict[str, Any]:
         "rss_bytes": mem.rss_bytes,
         "gpu_used_bytes": mem.gpu_used_bytes,
         "tokens_generated": session.engine.tokens_generated,
+        "scheduling": session.engine.scheduling(),
         "last_tokens_per_s": session.last_tokens_per_s,
         "defaults": defaults,
         "background": background,

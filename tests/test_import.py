@@ -42,7 +42,7 @@ PUBLIC = [
     "is_loaded", "last_result", "load", "reproduce", "settings", "status", "stream", "unload",
     "FitPlan", "ManifestCheck", "check_manifest", "plan_fit", "write_manifest",
     "Cascade", "EvaluationResult", "evaluate",
-    "FunctionTool", "PythonTool", "ToolCall", "function_tool",
+    "FunctionTool", "PythonTool", "ToolCall", "function_tool", "UnsupportedHardwareError",
 ]
 
 

@@ -136,30 +136,43 @@ def _cli(*args: str, stdout: object = subprocess.PIPE) -> subprocess.CompletedPr
                           stderr=subprocess.PIPE, text=True, timeout=120)
 
 
-def test_the_command_line_round_trip(weights: Path, tmp_path: Path) -> None:
+def _main(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command line run in this process: exit status, standard output and error."""
+    from gptoss_magics.__main__ import main
+
+    status = main(list(args))
+    out = capfd.readouterr()
+    return status, out.out, out.err
+
+
+def test_the_command_line_round_trip(weights: Path, tmp_path: Path,
+                                     capfd: pytest.CaptureFixture[str]) -> None:
+    # one real process, its output redirected into the folder it hashes
     with (weights / "weights.sha256").open("w") as out:  # as `... > FOLDER/weights.sha256`
         assert _cli("manifest", str(weights), stdout=out).returncode == 0
     manifest = weights / "weights.sha256"
     assert manifest.read_text() == gm.write_manifest(weights, exclude=(manifest,))
     copy = _copy(weights, tmp_path)
-    good = _cli("check", str(copy), "--manifest", str(manifest))
-    assert good.returncode == 0, good.stdout + good.stderr
-    assert "matches" in good.stdout
+    status, out, err = _main(capfd, "check", str(copy), "--manifest", str(manifest))
+    assert status == 0, out + err
+    assert "matches" in out
 
     _flip(copy / SHARD, BIG // 2 + 100)  # in the tensor data: the headers still read fine
     (copy / "metal" / "model.bin").unlink()
     (copy / "extra.bin").write_bytes(b"x")
-    bad = _cli("check", str(copy), "--manifest", str(manifest))
-    assert bad.returncode == 1
-    lines = [line.strip() for line in bad.stdout.splitlines()]
+    status, out, err = _main(capfd, "check", str(copy), "--manifest", str(manifest))
+    assert status == 1
+    lines = [line.strip() for line in out.splitlines()]
     assert any(line.startswith(f"changed: {SHARD}") for line in lines)
     assert any(line.startswith("missing: metal/model.bin") for line in lines)
     assert any(line.startswith("extra: extra.bin") for line in lines)
-    assert "Traceback" not in bad.stdout + bad.stderr
+    assert "Traceback" not in out + err
 
-    gone = _cli("check", str(copy), "--manifest", str(tmp_path / "nowhere.sha256"))
-    assert gone.returncode == 1 and "cannot read the manifest" in gone.stdout
-    assert _cli("manifest", str(tmp_path / "nowhere")).returncode == 1
+    status, out, _ = _main(capfd, "check", str(copy), "--manifest",
+                           str(tmp_path / "nowhere.sha256"))
+    assert status == 1 and "cannot read the manifest" in out
+    status, out, err = _main(capfd, "manifest", str(tmp_path / "nowhere"))
+    assert status == 1 and not out and err.startswith("error: ")
 
 
 def _hf_snapshot(root: Path, files: dict[str, tuple[bytes, str]]) -> Path:

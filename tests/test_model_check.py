@@ -234,16 +234,17 @@ def test_the_check_command_reports_it(fake: Path, mutate: Callable[[Path], None]
     from gptoss_magics.__main__ import main
 
     mutate(fake)
-    assert main(["check", str(fake)]) == 1
-    out = capsys.readouterr().out
+    assert main(["check", str(fake)]) == 1  # never raises
+    out, err = capsys.readouterr()
     problems = [line for line in out.splitlines() if line.strip().startswith("problem:")]
     assert len(problems) == 1 and "NOT LOADABLE" in out
+    assert "Traceback" not in err and "Error" not in err, err
 
 
-@pytest.mark.parametrize("name", ["config-list", "index-map-list", "offsets-empty",
-                                  "offsets-null", "shape-negative"])
-def test_the_command_line_never_prints_a_traceback(fake: Path, name: str) -> None:
-    (mutate,) = [m for n, m, _ in BROKEN if n == name]
+def test_the_command_line_never_prints_a_traceback(fake: Path) -> None:
+    """One real process (every malformed folder runs through ``main`` in this process
+    above): nothing but the problem line, and exit status 1."""
+    (mutate,) = [m for n, m, _ in BROKEN if n == "offsets-null"]
     mutate(fake)
     run = subprocess.run([sys.executable, "-m", "gptoss_magics", "check", str(fake)],
                          capture_output=True, text=True, timeout=120)

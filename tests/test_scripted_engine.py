@@ -35,7 +35,10 @@ def test_it_is_an_engine_and_describes_itself(engine: ScriptedEngine) -> None:
     assert engine.info == {
         "model": "scripted", "vllm": "scripted", "device": "cpu", "dtype": "scripted",
         "max_model_len": 4096, "multiprocess": False, "load_s": 0.0,
-        "reasoning_budget": True, "priority": True}
+        "reasoning_budget": True, "priority": True, "max_num_seqs": 8,
+        "background_reserve": 4}
+    assert engine.scheduling() == {"slots": 8, "reserve": 4, "background_held": 0,
+                                   "background_in_flight": 0, "interactive_served": 0}
 
 
 def test_harmony_completion_parses_back() -> None:

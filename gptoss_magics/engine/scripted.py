@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .. import harmony
 from .base import Abort, Add, Call, Shutdown, ThreadedEngine
 from .job import Job
+from .reserve import Reserve
 from .types import Sampling, context_error, request_error
 
 #: A script: the completion token ids for a prompt.
@@ -105,15 +106,16 @@ class ScriptedEngine(ThreadedEngine):
     ``script`` gives each request's completion ids (default :func:`default_script`);
     replies queued with :meth:`enqueue` are used first, in the order requests start.
     ``tokens_per_step`` tokens per request per step, each step taking ``step_s`` seconds;
-    ``max_num_seqs`` requests run at once. ``fail`` picks requests whose step raises:
-    a predicate ``(prompt_ids, sampling) -> bool`` or a set of indices within a
-    submission. Every token has log-probability ``logprob`` (when asked for).
+    ``max_num_seqs`` requests run at once, of which background ones (priority above 0)
+    leave ``reserve`` free, as in the vLLM engine (:mod:`.reserve`). ``fail`` picks
+    requests whose step raises: a predicate ``(prompt_ids, sampling) -> bool`` or a set
+    of indices within a submission. Every token has log-probability ``logprob`` (when asked for).
     :attr:`requests` records what was submitted.
     """
 
     def __init__(self, script: Script | None = None, *, tokens_per_step: int = 4,
                  step_s: float = 0.0, max_num_seqs: int = 8, max_model_len: int = 4096,
-                 logprob: float = -0.1,
+                 logprob: float = -0.1, reserve: int | None = None,
                  fail: Callable[[list[int], Sampling], bool] | Collection[int] | None = None
                  ) -> None:
         super().__init__()
@@ -121,13 +123,15 @@ class ScriptedEngine(ThreadedEngine):
         self.tokens_per_step = max(1, int(tokens_per_step))
         self.step_s = float(step_s)
         self.max_num_seqs = max(1, int(max_num_seqs))
+        self.reserve = Reserve(self.max_num_seqs, reserve)
         self.logprob = float(logprob)
         self.fail = fail
         self.requests: list[ScriptedRequest] = []
         self.info = {"model": "scripted", "vllm": "scripted", "device": "cpu",
                      "dtype": "scripted", "max_model_len": int(max_model_len),
                      "multiprocess": False, "load_s": 0.0, "reasoning_budget": True,
-                     "priority": True}
+                     "priority": True, "max_num_seqs": self.max_num_seqs,
+                     "background_reserve": self.reserve.reserve}
         self._replies: deque[QueuedReply] = deque()
         self._lock = threading.Lock()
         self._order = itertools.count()
@@ -140,7 +144,7 @@ class ScriptedEngine(ThreadedEngine):
     @property
     def in_flight(self) -> int:
         """Requests the engine holds: running or waiting for a slot."""
-        return len(self._waiting) + len(self._running)
+        return len(self._waiting) + len(self._running) + self.reserve.holding
 
     def enqueue(self, *replies: QueuedReply) -> ScriptedEngine:
         """Queue replies for the next requests to start (before the script is asked)."""
@@ -161,15 +165,15 @@ class ScriptedEngine(ThreadedEngine):
     # ------------------------------------------------------------------ engine thread
     def _loop(self) -> None:
         while True:
-            busy = bool(self._waiting or self._running)
+            busy = bool(self._waiting or self._running or self.reserve.holding)
             try:
                 cmd = self._commands.get(block=not busy)
             except queue.Empty:
                 cmd = None
             while cmd is not None:
                 if isinstance(cmd, Shutdown):
-                    for job in {id(a.job): a.job for a in self._waiting + self._running
-                                }.values():
+                    left = self._waiting + self._running + self.reserve.drain()
+                    for job in {id(a.job): a.job for a in left}.values():
                         job.fail(None)
                     return
                 self._command(cmd)
@@ -191,13 +195,14 @@ class ScriptedEngine(ThreadedEngine):
                 if max_len - len(ids) < 1:
                     cmd.job.finish(i, "error", error=context_error(len(ids), max_len))
                 else:
-                    self._waiting.append(
-                        _Active(cmd.job, i, ids, s, cmd.stream, next(self._order)))
+                    self._enter(_Active(cmd.job, i, ids, s, cmd.stream, next(self._order)))
         elif isinstance(cmd, Abort):
             ended = [a for a in self._waiting + self._running if a.job is cmd.job]
             self._waiting = [a for a in self._waiting if a.job is not cmd.job]
             self._running = [a for a in self._running if a.job is not cmd.job]
             for a in ended:
+                self.reserve.finished(a)
+            for a in ended + self.reserve.drop(cmd.job):
                 a.job.finish(a.index, "abort")
         else:
             try:
@@ -205,7 +210,17 @@ class ScriptedEngine(ThreadedEngine):
             except BaseException as exc:
                 cmd.box.put((False, exc))
 
+    def _enter(self, a: _Active) -> None:
+        if Reserve.background(a):
+            self.reserve.hold(a)
+        else:
+            self._waiting.append(a)
+            self.reserve.entered(a)
+
     def _admit(self) -> None:
+        for a in self.reserve.take(len(self._waiting) + len(self._running)):
+            self._waiting.append(a)
+            self.reserve.entered(a)
         while self._waiting and len(self._running) < self.max_num_seqs:
             active = min(self._waiting, key=lambda a: (a.job.priority, a.order))
             self._waiting.remove(active)
@@ -219,6 +234,7 @@ class ScriptedEngine(ThreadedEngine):
                 a.ids, a.reason = self._plan(a)
         except Exception as exc:
             self._running.remove(a)
+            self.reserve.finished(a)
             a.job.finish(a.index, "error", error=request_error(exc))
             return
         chunk = a.ids[a.pos:a.pos + self.tokens_per_step]
@@ -229,6 +245,7 @@ class ScriptedEngine(ThreadedEngine):
             a.job.record(a.index, chunk, self._logprobs(a, chunk))
         elif done:
             self._running.remove(a)
+            self.reserve.finished(a)
             # like vLLM's final-only output: a batch request's tokens come at its end
             new = chunk if a.stream else a.ids
             a.job.finish(a.index, a.reason, new_ids=new, logprobs=self._logprobs(a, new))

@@ -64,5 +64,6 @@ def describe(llm: Any, model: str, multiprocess: bool) -> dict[str, Any]:
         "device": f"cuda ({gpu})" if gpu else "cpu",
         "dtype": dtype,
         "max_model_len": max_model_len,
+        "max_num_seqs": _compat.max_num_seqs(llm),
         "multiprocess": multiprocess,
     }

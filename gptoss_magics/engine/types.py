@@ -148,6 +148,12 @@ class EngineProtocol(Protocol):
         """Stream one prompt: events with new token ids, the last one ``done``."""
         ...
 
+    def scheduling(self) -> dict[str, int]:
+        """``slots``, the ``reserve`` that background requests leave free for
+        interactive ones, ``background_held``, ``background_in_flight`` and
+        ``interactive_served`` (while background work ran, since the load)."""
+        ...
+
     def close(self, timeout: float = 120.0) -> None:
         """Shut the engine down and give its memory back. Safe to call twice."""
         ...

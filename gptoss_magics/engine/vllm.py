@@ -21,22 +21,22 @@ Every vLLM attribute used goes through :mod:`._compat`; this module imports no v
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EngineDeadError, EngineLoadError
 from . import _compat, startup
 from .base import Abort, Add, Call, Shutdown, ThreadedEngine
 from .job import Job
-from .load_watch import LoadProgress, LoadWatch
+from .load_watch import LoadProgress, LoadWatch, report
 from .memory import release_heap
-from .types import Sampling, context_error, request_error
+from .requests import Group, Request
+from .reserve import Reserve
+from .types import context_error, request_error
 
 #: Consecutive failed steps after which the engine is considered broken (a bisection
 #: of a batch with one bad request fails about log2(batch) times in a row).
@@ -45,54 +45,22 @@ MAX_FAILED_STEPS = 64
 PROGRESS_TICKS = 10
 
 
-def _report(on_progress: Callable[[LoadProgress], None], progress: LoadProgress) -> None:
-    """Call a progress callback; a display that fails must not fail the load."""
-    with contextlib.suppress(Exception):
-        on_progress(progress)
-
-
-@dataclass
-class _Request:
-    """One request of a job, as the engine thread knows it (enough to run it again)."""
-
-    job: Job
-    index: int
-    prompt: list[int]
-    sampling: Sampling
-    stream: bool
-    attempt: int = 0
-
-    @property
-    def rid(self) -> str:
-        base = self.job.request_id(self.index)
-        return base if not self.attempt else f"{base}-r{self.attempt}"
-
-
-@dataclass
-class _Group:
-    """Requests waiting to enter the engine together, while a failure is isolated."""
-
-    priority: int
-    order: int
-    suspect: bool  # part of a failed step: runs alone in the engine
-    requests: list[_Request] = field(default_factory=list)
-
-
 class VllmEngine(ThreadedEngine):
     """One vLLM engine, driven on its own thread. Create it with :meth:`start`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._jobs: dict[str, _Request] = {}  # request id -> request, while in vLLM
-        self._waiting: list[_Group] = []  # only while a failed step is being isolated
+        self._jobs: dict[str, Request] = {}  # request id -> request, while in vLLM
+        self._waiting: list[Group] = []  # only while a failed step is being isolated
         self._suspect_running = False
         self._failed_steps = 0
-        self._unconfirmed: list[tuple[_Request, str]] = []  # failed alone, see _isolate
+        self._unconfirmed: list[tuple[Request, str]] = []  # failed alone, see _isolate
         self._order = itertools.count()
         self._ready = threading.Event()
         self._cancel_load = threading.Event()
         self._load_error: BaseException | None = None
         self._llm: Any = None
+        self._reserve_slots: int | None = None
         #: one line per engine step that raised (its requests ran again, or failed alone)
         self.faults: list[str] = []
 
@@ -113,6 +81,9 @@ class VllmEngine(ThreadedEngine):
         """
         _compat.check_vllm_version()
         self = cls()
+        # not a vLLM argument: slots a background map leaves free (see .reserve)
+        reserve = engine_args.pop("background_reserve", None)
+        self._reserve_slots = None if reserve is None else int(reserve)
         self._thread = threading.Thread(
             target=self._run, args=(model, multiprocess, offline, engine_args),
             name="gptoss-engine", daemon=True,
@@ -125,7 +96,7 @@ class VllmEngine(ThreadedEngine):
                 ticks += 1
                 if watch is not None and on_progress is not None and \
                         (ticks == 1 or ticks % PROGRESS_TICKS == 0):
-                    _report(on_progress, watch.poll())
+                    report(on_progress, watch.poll())
         except KeyboardInterrupt:
             # vLLM cannot be stopped half-way through starting: let it finish on its
             # thread, then shut it down there, so that nothing stays allocated.
@@ -143,7 +114,7 @@ class VllmEngine(ThreadedEngine):
                 f"vLLM could not load {model}: {type(err).__name__}: {first}"
             ) from err
         if watch is not None and on_progress is not None:
-            _report(on_progress, watch.poll(ready=True))
+            report(on_progress, watch.poll(ready=True))
         return self
 
     @property
@@ -156,7 +127,7 @@ class VllmEngine(ThreadedEngine):
         """Requests the engine holds: running, queued, or waiting while a failed step
         is isolated."""
         return len(self._jobs) + sum(len(g.requests) for g in list(self._waiting)) + len(
-            self._unconfirmed)
+            self._unconfirmed) + self.reserve.holding
 
     def close(self, timeout: float = 120.0) -> None:
         """Shut the engine down and give its memory back. Safe to call twice.
@@ -185,6 +156,9 @@ class VllmEngine(ThreadedEngine):
              engine_args: dict[str, Any]) -> None:
         try:
             self._llm, self.info = startup.build(model, multiprocess, offline, engine_args)
+            self.reserve = Reserve(int(self.info.get("max_num_seqs") or 256),
+                                   self._reserve_slots)
+            self.info["background_reserve"] = self.reserve.reserve
             if self._cancel_load.is_set():  # the caller gave up while vLLM was starting
                 self._closed = True
                 self._shutdown()
@@ -214,6 +188,7 @@ class VllmEngine(ThreadedEngine):
                     self._start_group(engine)
                 else:
                     self._confirm()
+                    self._feed(engine)
                 continue
             try:
                 outputs = _compat.step(engine)
@@ -228,6 +203,7 @@ class VllmEngine(ThreadedEngine):
             self._confirm()
             for out in outputs:
                 self._deliver(out)
+            self._feed(engine)
 
     def _commands_done(self, engine: Any, block: bool) -> bool:
         """Run the queued commands (waiting for one when ``block``); False on shutdown."""
@@ -260,15 +236,27 @@ class VllmEngine(ThreadedEngine):
             if max_len - len(ids) < 1:
                 cmd.job.finish(i, "error", error=context_error(len(ids), max_len))
             else:
-                requests.append(_Request(cmd.job, i, ids, s, cmd.stream))
+                requests.append(Request(cmd.job, i, ids, s, cmd.stream))
         if self._waiting or self._suspect_running:  # isolating a failure: wait for it
             self._waiting.append(
-                _Group(cmd.job.priority, next(self._order), False, requests))
+                Group(cmd.job.priority, next(self._order), False, requests))
             return
         for request in requests:
+            if Reserve.background(request):
+                self.reserve.hold(request)
+            else:
+                self._enter(engine, request)
+        self._feed(engine)
+
+    def _feed(self, engine: Any) -> None:
+        """Put held background requests into vLLM while it has room beyond the reserve
+        (not while a failed step is being isolated)."""
+        if self._waiting or self._suspect_running:
+            return
+        for request in self.reserve.take(len(self._jobs)):
             self._enter(engine, request)
 
-    def _enter(self, engine: Any, request: _Request) -> None:
+    def _enter(self, engine: Any, request: Request) -> None:
         room = int(self.info.get("max_model_len", 0)) - len(request.prompt)
         s = request.sampling
         try:
@@ -279,6 +267,7 @@ class VllmEngine(ThreadedEngine):
             request.job.finish(request.index, "error", error=f"{type(exc).__name__}: {exc}")
             return
         self._jobs[request.rid] = request
+        self.reserve.entered(request)
 
     def _start_group(self, engine: Any) -> None:
         group = min(self._waiting, key=lambda g: (g.priority, g.order))
@@ -294,6 +283,7 @@ class VllmEngine(ThreadedEngine):
         self._tokens_generated += len(out.new_ids)
         if out.finished:
             del self._jobs[out.request_id]
+            self.reserve.finished(request)
             request.job.finish(request.index, out.finish_reason, new_ids=out.new_ids,
                                logprobs=out.logprobs)
         else:
@@ -303,6 +293,9 @@ class VllmEngine(ThreadedEngine):
         rids = [rid for rid, r in self._jobs.items() if r.job is job]
         _compat.abort(engine, rids)
         ended = [self._jobs.pop(rid) for rid in rids]
+        for request in ended:
+            self.reserve.finished(request)
+        ended += self.reserve.drop(job)
         for group in self._waiting:
             ended += [r for r in group.requests if r.job is job]
             group.requests = [r for r in group.requests if r.job is not job]
@@ -335,6 +328,8 @@ class VllmEngine(ThreadedEngine):
             return False
         in_flight = list(self._jobs.values())
         self._jobs.clear()
+        for r in in_flight:
+            self.reserve.finished(r)
         aborted = _compat.abort_all(engine)
         _compat.abort(engine, [r.rid for r in in_flight])  # where abort_all cannot
         alone = len(in_flight) == 1 and aborted <= 1  # nothing else was in the engine
@@ -353,7 +348,7 @@ class VllmEngine(ThreadedEngine):
         half = (len(again) + 1) // 2
         for part in (again[:half], again[half:]):
             if part:
-                self._waiting.append(_Group(min(r.job.priority for r in part),
+                self._waiting.append(Group(min(r.job.priority for r in part),
                                             next(self._order), True, part))
         return True
 
@@ -374,6 +369,7 @@ class VllmEngine(ThreadedEngine):
         requests = list(self._jobs.values())
         requests += [r for g in self._waiting for r in g.requests]
         requests += [r for r, _ in self._unconfirmed]
+        requests += self.reserve.drain()
         self._jobs.clear()
         self._waiting.clear()
         self._unconfirmed.clear()

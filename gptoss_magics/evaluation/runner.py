@@ -28,8 +28,8 @@ from .stats import Outcome, json_safe, outcome_of, summarise
 GRID_KEYS = ("effort", "reasoning_budget", "max_tokens", "temperature", "top_p", "seed",
              "instructions")
 #: provenance kept per setting and for the whole record
-PROVENANCE_KEYS = ("model", "model_path", "weights_fingerprint", "fingerprint_kind", "vllm",
-                   "device", "dtype", "gptoss_magics")
+PROVENANCE_KEYS = ("model", "model_path", "weights_fingerprint", "fingerprint_kind",
+                   "weights_manifest", "vllm", "device", "dtype", "gptoss_magics")
 
 
 @dataclass(frozen=True)

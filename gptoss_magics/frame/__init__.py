@@ -1,7 +1,8 @@
 """Map gpt-oss over DataFrame rows: ``df.gptoss.map(...)``, ``submit`` and ``plan``.
 
 * ``accessors``: the pandas accessors (thin);
-* ``mapper``: :class:`RowMapper`, the run itself (render, cache, generate, assemble);
+* ``mapper``: :class:`RowMapper`, the run itself (render, cache, assemble);
+* ``generation``: one generation pass over the rows the cache could not serve;
 * ``result``: a row's result and the Series/DataFrame built from the rows;
 * ``cache``: the on-disk result cache; ``plan``: :class:`MapPlan`; ``job``: :class:`MapJob`.
 

@@ -18,9 +18,12 @@ from .mapper import RowMapper
 class MapJob:
     """A map running in the background (``df.gptoss.submit``): the kernel stays free.
 
-    Its rows go to the engine at a lower priority than interactive requests, so
-    ``%%gptoss`` cells and ``complete`` calls made meanwhile are answered first. Every
-    finished row is saved to the result cache as it comes, as in a foreground map.
+    Its rows go to the engine at a lower priority than interactive requests and never
+    fill the engine: a reserve of slots stays free (``gm.load(...,
+    background_reserve=N)``; by default 1/64 of vLLM's ``max_num_seqs``, at least 4), so
+    ``%%gptoss`` cells, ``complete`` calls and evaluations made meanwhile start on the
+    engine's next step instead of waiting for a wave of rows. Every finished row is
+    saved to the result cache as it comes, as in a foreground map.
 
     ``job.result()`` waits and returns what ``map`` returns (or raises what it raised);
     ``job.cancel()`` stops it (finished rows stay in the cache, so a later map of the
@@ -44,6 +47,8 @@ class MapJob:
         self._key = f"map-{self._mapper.run_id}"
         self._reported = 0.0
         self._mapper.progress.callback = self._report
+        self._engine = mapper.session.engine
+        self._served0 = self._engine.scheduling()["interactive_served"]
         self._report(force=True)
         self._thread = threading.Thread(target=self._run, name="gptoss-map", daemon=True)
         self._thread.start()
@@ -114,6 +119,12 @@ class MapJob:
             warnings.warn(self._mapper.warning, GptOssWarning, stacklevel=2)
         return self._result
 
+    @property
+    def interactive_served(self) -> int:
+        """Interactive requests (cells, ``complete``, evaluations) the engine answered
+        while this job ran; the reserve kept slots free for them."""
+        return self._engine.scheduling()["interactive_served"] - self._served0
+
     def _state(self) -> str:
         if not self.done:
             return "running"
@@ -124,8 +135,12 @@ class MapJob:
     def _progress(self) -> str:
         rows = max(self.rows, 1)
         speed = self._mapper.progress.tokens_generated / max(self.seconds, 1e-9)
+        sched = self._engine.scheduling()
+        served = sched["interactive_served"] - self._served0
         return (f"{self.rows_done:,} of {self.rows:,} rows ({100 * self.rows_done / rows:.0f}%), "
-                f"{speed:,.0f} tok/s, {self.seconds:,.1f} s")
+                f"{speed:,.0f} tok/s, {self.seconds:,.1f} s; {sched['reserve']} of "
+                f"{sched['slots']} engine slots kept for the notebook, {served:,} "
+                f"interactive request{'' if served == 1 else 's'} served meanwhile")
 
     def __repr__(self) -> str:
         tail = {"running": ".result() waits for it, .cancel() stops it",

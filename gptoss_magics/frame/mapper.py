@@ -21,29 +21,24 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from .. import audit, harmony
 from .. import template as tmpl
-from ..errors import (
-    CancelledError,
-    EngineDeadError,
-    GptOssWarning,
-    InvalidOptionError,
-)
+from ..errors import GptOssWarning, InvalidOptionError
 from ..fewshot import examples_to_turns
 from ..options import MAP_OPTIONS, PROMPT_OPTIONS, Options, check_bool, check_names
-from ..reply import read_completion
 from ..session import Session, current, is_loaded
 from ..settings import settings
 from .cache import ResultCache
 from .checks import check_frame, is_missing
+from .generation import Generation, reraise
 from .plan import MapPlan
 from .result import MapSummary, RowResult, add_columns, answers, raise_first_error, row_lists
-from .tool_rows import run_tool_rows, tools_key
+from .tool_rows import tools_key
 
 #: the result of the last map, complete or partial (after an interrupt or a crash)
 _LAST: dict[str, Any] = {}
@@ -108,6 +103,8 @@ class RowMapper:
         self.auditing = True  # False once an audit write failed (warned once per run)
         self.summary = MapSummary(rows=len(frame))
         self.progress = Progress()
+        self._key_parts: tuple[Any, Any, bytes] | None = None  # key(): hashed once
+        self._ids_ahead: list[int] = []  # the ids every prompt starts with
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self):x}"
 
     @classmethod
@@ -134,31 +131,58 @@ class RowMapper:
         """The rendered prompt of every row, or None where a referenced value is missing."""
         out: list[str | None] = []
         cols = self.fields
+        pieces = tmpl.parse(self.template)
+        # {column} alone, no format or conversion: a row of str values is just joined
+        plain = all(f is None or (f in cols and not spec and conv is None)
+                    for _, f, spec, conv in pieces)
         for values in self.frame[cols].itertuples(index=False, name=None):
             row = dict(zip(cols, values, strict=True))
-            if any(is_missing(v) for v in row.values()):
+            if plain and all(type(v) is str for v in values):
+                out.append("".join(lit + (row[f] if f is not None else "")
+                                   for lit, f, _, _ in pieces))
+            elif any(is_missing(v) for v in values):
                 out.append(None)
-                continue
-            out.append(tmpl.render(self.template, tmpl.namespace_lookup(row)))
+            else:
+                out.append(tmpl.render(self.template, tmpl.namespace_lookup(row)))
         return out
 
     def key(self, prompt_ids: Sequence[int]) -> str:
-        """The cache key of a prompt under this map's sampling and model."""
-        # asking for log-probabilities changes no token: such rows share their key
-        sampling = {k: v for k, v in self.sampling.as_dict().items() if k != "logprobs"}
-        parts: list[Any] = [self.session.fingerprint, list(prompt_ids), sampling]
-        if self.options.tools:  # their names and schemas, and the round limit
-            parts.append(tools_key(self.options))
-        blob = json.dumps(parts, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        """The cache key of a prompt under this map's sampling and model: the SHA-256 of
+        ``json.dumps([fingerprint, ids, sampling(, tools)], sort_keys=True)``, computed in
+        parts (the JSON around the ids and the ids every prompt starts with are hashed once
+        per map)."""
+        if self._key_parts is None:
+            # asking for log-probabilities changes no token: such rows share their key
+            sampling = {k: v for k, v in self.sampling.as_dict().items() if k != "logprobs"}
+            after: list[Any] = [sampling]
+            if self.options.tools:  # their names and schemas, and the round limit
+                after.append(tools_key(self.options))
+            # json.dumps writes a list of ints as the ints joined by ", "
+            head = json.dumps([self.session.fingerprint, []], sort_keys=True)[:-2]
+            tail = json.dumps([[], *after], sort_keys=True)[2:]
+            start = hashlib.sha256(head.encode())
+            ahead = start.copy()
+            ahead.update("".join(f"{i}, " for i in self._ids_ahead).encode())
+            self._key_parts = (start, ahead, tail.encode())
+        start, ahead, end = self._key_parts
+        n = len(self._ids_ahead)
+        if n and len(prompt_ids) > n and list(prompt_ids[:n]) == self._ids_ahead:
+            digest, rest = ahead.copy(), prompt_ids[n:]
+        else:
+            digest, rest = start.copy(), prompt_ids
+        digest.update(", ".join(map(str, rest)).encode())
+        digest.update(end)
+        return digest.hexdigest()
 
     def _render(self) -> tuple[list[str | None], list[str], list[list[int]]]:
         """Each row's prompt (None: missing values), the distinct prompts, and their
         token ids with the examples ahead."""
         prompts = self.prompts()
         unique = list(dict.fromkeys(p for p in prompts if p is not None))
-        return prompts, unique, [self.options.render(p, self.spec.examples, run_tools=True)
-                                 for p in unique]
+        render = self.options.renderer(self.spec.examples, run_tools=True)
+        if self._key_parts is None:
+            self._ids_ahead = render.head  # what key() hashes once
+        return prompts, unique, [render(p) for p in unique]
 
     def _store(self) -> ResultCache | None:
         if not self.spec.cache:
@@ -215,7 +239,7 @@ class RowMapper:
             waiting = {unique[i] for i in todo}
             self.progress.rows_done = sum(1 for p in prompts if p not in waiting)
             try:
-                _Generation(self, prompts, unique, ids, keys, results, store).run(todo)
+                Generation(self, prompts, unique, ids, keys, results, store).run(todo)
             except BaseException as exc:
                 stopped = exc
             saved = store.count(keys) if store is not None and stopped is not None else 0
@@ -228,7 +252,7 @@ class RowMapper:
         self.write_audit({"kind": "map", "run": self.run_id,
                           "interrupted": stopped is not None, **result.attrs["gptoss"]})
         if stopped is not None:
-            _reraise(stopped, self._note(store, saved, keys, results))
+            reraise(stopped, self._note(store, saved, keys, results))
         self._warn()
         return result
 
@@ -320,106 +344,3 @@ class RowMapper:
             self.warning = "; ".join(problems)
             if not self.quiet:
                 warnings.warn(self.warning, GptOssWarning, stacklevel=4)
-
-
-def _reraise(exc: BaseException, note: str) -> None:
-    if isinstance(exc, KeyboardInterrupt):
-        raise KeyboardInterrupt(f"map interrupted: {note}") from None
-    if isinstance(exc, CancelledError):
-        raise CancelledError(f"map cancelled: {note}") from None
-    if isinstance(exc, EngineDeadError):
-        raise EngineDeadError(f"{exc} {note}") from exc
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"gptoss-magics: {note}")
-    raise exc
-
-
-class _Generation:
-    """One pass of generation over the rows still to do, saving each row as it ends."""
-
-    def __init__(self, mapper: RowMapper, prompts: list[str | None], unique: list[str],
-                 ids: list[list[int]], keys: list[str], results: dict[str, RowResult],
-                 store: ResultCache | None) -> None:
-        self.m, self.unique, self.ids, self.keys = mapper, unique, ids, keys
-        self.results, self.store = results, store
-        self.rows_per_prompt: dict[str, int] = {}
-        for p in prompts:
-            if p is not None:
-                self.rows_per_prompt[p] = self.rows_per_prompt.get(p, 0) + 1
-        self.auditing = audit.log_path() is not None
-        self.bar: Any = None
-        self.t0 = time.perf_counter()
-
-    def run(self, todo: list[int]) -> None:
-        if not todo:
-            return
-        m = self.m
-        if m.spec.progress:
-            from tqdm.auto import tqdm
-
-            initial = len(m.frame) - sum(self.rows_per_prompt[self.unique[i]] for i in todo)
-            self.bar = tqdm(total=len(m.frame), initial=initial, unit="row", desc="gpt-oss",
-                            leave=True)
-        try:
-            retry = self._pass(todo, m.sampling, first=True)
-            if retry:
-                m.summary.retried = len(retry)
-                seed = m.sampling.seed
-                self._pass(retry, replace(m.sampling, seed=None if seed is None else seed + 1),
-                           first=False)
-        finally:
-            if self.bar is not None:
-                self.bar.close()
-        m.summary.generated = len(todo)
-
-    def _pass(self, batch: list[int], sampling: Any, first: bool) -> list[int]:
-        """Generate ``batch``; on any exception abort what is still running."""
-        m = self.m
-        if m.options.tools:  # each row's conversation goes on by itself
-            return run_tool_rows(self, batch, sampling, first)
-        retry: list[int] = []
-        job = m.session.engine.submit([self.ids[i] for i in batch], sampling,
-                                      priority=m.priority)
-        try:
-            for event in job.iter_events(cancel=m.cancel):
-                if event.done is None:
-                    continue
-                index = batch[event.done.index]
-                res = RowResult.from_reading(read_completion(
-                    event.done, constraint=m.options.constraint,
-                    reasoning_budget=sampling.reasoning_budget, as_model=False),
-                    m.options.constraint)
-                res.latency_s = round(event.done.latency_s, 4)
-                if first and res.error is not None and not res.engine_error and \
-                        m.options.constraint.kind == "schema" and res.has_final \
-                        and not res.truncated:
-                    retry.append(index)  # one more try before the row counts as failed
-                    self._count(res.completion_tokens)
-                    continue
-                self._finish(index, res)
-        except BaseException:
-            job.abort()
-            raise
-        return retry
-
-    def _count(self, tokens: int) -> None:
-        self.m.progress.tokens_generated += tokens
-
-    def _finish(self, index: int, res: RowResult) -> None:
-        m, key = self.m, self.keys[index]
-        self.results[key] = res
-        if self.store is not None and res.finish_reason != "abort" and not res.engine_error \
-                and not res.tool_failed:
-            self.store.put(key, res.to_json())
-        if self.auditing:
-            m.write_audit({"kind": "map_row", "run": m.run_id, "key": key,
-                           "prompt": self.unique[index], **res.to_json()})
-        self._count(res.completion_tokens)
-        rows = self.rows_per_prompt[self.unique[index]]
-        m.progress.rows_done += rows
-        if m.progress.callback is not None:
-            m.progress.callback()
-        if self.bar is not None:
-            self.bar.update(rows)
-            speed = m.progress.tokens_generated / max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.set_postfix_str(f"{speed:,.0f} tok/s", refresh=False)

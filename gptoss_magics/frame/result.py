@@ -73,8 +73,12 @@ class RowResult:
     def from_json(cls, d: Mapping[str, Any]) -> RowResult | None:
         """A cached row, or None when the stored value is not one (written by another
         version, or damaged): such a row is generated again."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__} \
-            if isinstance(d, Mapping) else {}
+        if not isinstance(d, Mapping):
+            known: Mapping[str, Any] = {}
+        elif d.keys() <= cls.__dataclass_fields__.keys():
+            known = d  # as to_json wrote it
+        else:
+            known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         try:
             row = cls(**{**known, "cached": True})
         except TypeError:  # a field is missing

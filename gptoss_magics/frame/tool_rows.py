@@ -33,7 +33,7 @@ from ..tools import Conversation, tools_identity
 from .result import RowResult
 
 if TYPE_CHECKING:
-    from .mapper import _Generation
+    from .generation import Generation
 
 #: tool calls that run at once (per map)
 WORKERS = 8
@@ -89,7 +89,7 @@ class ToolRows:
     interleaving driver (see the module docstring). :meth:`run` returns the rows whose
     schema answer failed, for one more try, as the pass without tools does."""
 
-    def __init__(self, gen: _Generation, batch: list[int], sampling: Sampling,
+    def __init__(self, gen: Generation, batch: list[int], sampling: Sampling,
                  first: bool) -> None:
         m = gen.m
         self.gen, self.m, self.sampling, self.first = gen, m, sampling, first
@@ -219,7 +219,7 @@ class ToolRows:
         self.calling.clear()
 
 
-def run_tool_rows(gen: _Generation, batch: list[int], sampling: Sampling,
+def run_tool_rows(gen: Generation, batch: list[int], sampling: Sampling,
                   first: bool) -> list[int]:
     """Run ``batch`` with tools (see :class:`ToolRows`); the rows to try once more."""
     return ToolRows(gen, batch, sampling, first).run()

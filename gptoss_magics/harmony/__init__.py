@@ -2,7 +2,9 @@
 
 ``render_prompt`` turns a conversation (system message with the reasoning effort,
 developer instructions, earlier turns, the user's message) into the prompt token
-ids that gpt-oss expects; ``parse_completion`` turns the ids the model produced
+ids that gpt-oss expects (:class:`PromptRenderer` renders many prompts that differ only in
+the user's message, token for token the same, with the rest rendered once);
+``parse_completion`` turns the ids the model produced
 into a :class:`Parsed` (final answer, reasoning, flags). Parsing never raises:
 truncated, malformed or channel-less output degrades to the best text that can be
 recovered, and the result says so.

@@ -5,6 +5,9 @@ results, and spans of a completion."""
 from __future__ import annotations
 
 import functools
+import threading
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,6 +90,19 @@ def render_prompt(
     """
     from openai_harmony import Conversation, Message, Role
 
+    messages = _opening_messages(effort, instructions, history, knowledge_cutoff,
+                                 current_date, tools, python)
+    messages.append(Message.from_role_and_content(Role.USER, prompt))
+    convo = Conversation.from_messages(messages)
+    return list(encoding().render_conversation_for_completion(convo, Role.ASSISTANT))
+
+
+def _opening_messages(effort: str, instructions: str | None, history: Sequence[Turn],
+                      knowledge_cutoff: str, current_date: str | None,
+                      tools: Sequence[ToolSpec], python: bool) -> list[Any]:
+    """The messages ahead of the user's: system, developer, the earlier turns."""
+    from openai_harmony import Message, Role
+
     messages = [_system_message(effort, knowledge_cutoff, current_date, python)]
     if instructions or tools:
         messages.append(_developer_message(instructions, tools))
@@ -95,9 +111,131 @@ def render_prompt(
         messages.append(
             Message.from_role_and_content(Role.ASSISTANT, turn.final).with_channel("final")
         )
-    messages.append(Message.from_role_and_content(Role.USER, prompt))
-    convo = Conversation.from_messages(messages)
-    return list(encoding().render_conversation_for_completion(convo, Role.ASSISTANT))
+    return messages
+
+
+class PromptRenderer:
+    """Renders many prompts that differ only in the user's message, as
+    :func:`render_prompt` would, token for token, but faster: the opening messages
+    (system, developer, earlier turns) are rendered once, each distinct user message
+    once per process (a bounded memo), and a prompt is their concatenation.
+
+    The first prompt is also rendered in full and compared with the concatenation; if
+    they ever differed (a future harmony renderer that joins messages differently), every
+    prompt is rendered in full.
+    """
+
+    def __init__(self, *, effort: str = "medium", instructions: str | None = None,
+                 history: Sequence[Turn] = (), knowledge_cutoff: str = "2024-06",
+                 current_date: str | None = None, tools: Sequence[ToolSpec] = (),
+                 python: bool = False) -> None:
+        from openai_harmony import Conversation
+
+        self._kwargs: dict[str, Any] = dict(
+            effort=effort, instructions=instructions, history=tuple(history),
+            knowledge_cutoff=knowledge_cutoff, current_date=current_date, tools=tuple(tools),
+            python=python)
+        opening = _opening_messages(effort, instructions, history, knowledge_cutoff,
+                                    current_date, tools, python)
+        self._head = list(encoding().render_conversation(Conversation.from_messages(opening)))
+        self._function_tools = bool(tools)
+        self._tail: list[int] | None = None  # <|start|>assistant, read off the first render
+        self._full = False  # True: the concatenation did not match; render in full
+
+    @property
+    def head(self) -> list[int]:
+        """The ids of the opening messages, which every prompt rendered here starts with
+        (unless it fell back to full renders)."""
+        return list(self._head)
+
+    def __call__(self, prompt: str) -> list[int]:
+        """The prompt token ids for the user's message ``prompt``."""
+        if self._full:
+            return render_prompt(prompt, **self._kwargs)
+        user = _user_ids(prompt, self._function_tools)
+        if self._tail is None:
+            full = render_prompt(prompt, **self._kwargs)
+            cut = len(self._head) + len(user)
+            if full[:len(self._head)] == self._head and full[len(self._head):cut] == list(user):
+                self._tail = full[cut:]
+            else:
+                self._full = True
+            return full
+        return [*self._head, *user, *self._tail]
+
+
+class _Memo:
+    """Token ids of rendered user messages, least recently used out first, holding at
+    most ``budget`` token ids in all."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.items: OrderedDict[tuple[str, bool], array[int]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.size = 0
+
+    def get(self, key: tuple[str, bool]) -> array[int] | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, bool], ids: array[int]) -> None:
+        if len(ids) > self.budget // 16:
+            return  # a very long message: not worth the room
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = ids
+            self.size += len(ids)
+            while self.size > self.budget:
+                _, old = self.items.popitem(last=False)
+                self.size -= len(old)
+
+
+#: at most 2M token ids (8 MB as 32-bit integers), and their texts
+_USER_MEMO = _Memo(2_000_000)
+
+
+def _user_ids(text: str, function_tools: bool) -> array[int]:
+    """Token ids of the user message ``text`` (made once per process)."""
+    key = (text, function_tools)
+    found = _USER_MEMO.get(key)
+    if found is None:
+        frame = _user_frame(function_tools)
+        if frame is not None:  # the text of a message is encoded as plain text
+            ids = [*frame[0], *encoding().encode(text, disallowed_special=()), *frame[1]]
+        else:
+            ids = list(_render_user(text, function_tools))
+        found = array("I", ids)
+        _USER_MEMO.put(key, found)
+    return found
+
+
+def _render_user(text: str, function_tools: bool) -> tuple[int, ...]:
+    from openai_harmony import Message, RenderOptions, Role
+
+    return tuple(encoding().render(
+        Message.from_role_and_content(Role.USER, text),
+        RenderOptions(conversation_has_function_tools=function_tools)))
+
+
+@functools.lru_cache(maxsize=2)
+def _user_frame(function_tools: bool) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The ids harmony renders around the text of a user message (``<|start|>user
+    <|message|>`` and ``<|end|>``), read off a rendered message; None if it is not
+    found there (then each message is rendered by harmony)."""
+    ids = list(_render_user("x", function_tools))
+    inner = list(encoding().encode("x", disallowed_special=()))
+    for cut in range(len(ids) - len(inner) + 1):
+        if ids[cut:cut + len(inner)] == inner:
+            return tuple(ids[:cut]), tuple(ids[cut + len(inner):])
+    return None
 
 
 def _system_message(effort: str, knowledge_cutoff: str, current_date: str | None,
@@ -202,7 +340,7 @@ def decode(ids: Iterable[int]) -> str:
 __all__ = [
     "CALL", "CHANNEL", "CONSTRAIN", "END", "FINAL_MARK", "FINAL_TOKEN", "FIRST_SPECIAL",
     "FORCED_FINAL_TEXT", "MESSAGE", "PYTHON_RECIPIENT", "PYTHON_TOOL_TEXT",
-    "REASONING_START_TEXT", "RETURN", "START", "STOP_TOKEN_IDS", "VOCAB_SIZE", "ToolSpec",
-    "Turn", "answer_logprob", "decode", "encoding", "final_header_ids", "final_span",
-    "forced_final_ids", "render_prompt", "tool_result_ids",
+    "REASONING_START_TEXT", "RETURN", "START", "STOP_TOKEN_IDS", "VOCAB_SIZE", "PromptRenderer",
+    "ToolSpec", "Turn", "answer_logprob", "decode", "encoding", "final_header_ids",
+    "final_span", "forced_final_ids", "render_prompt", "tool_result_ids",
 ]
