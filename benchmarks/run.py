@@ -465,7 +465,9 @@ def cache_rerun(frame: Any, template: str, m: int, repeats: int,
     the process's memo of rendered user messages emptied first (as in a fresh kernel)."""
     from gptoss_magics.harmony import _format
 
-    cold, warm, fresh = [], [], []
+    cold: list[float] = []
+    warm: list[float] = []
+    fresh: list[float] = []
     for rep in range(repeats):
         tag = f" (cache run {rep})"
 

@@ -76,7 +76,7 @@ class Reply:
         """True when the model finished and wrote a final answer in harmony form (within
         the tool round limit)."""
         return not (self.truncated or self.malformed or self.error or self.tool_limit_hit) \
-            and self.finish_reason == "stop"
+            and self.finish_reason == "stop" and bool(self.final.strip())
 
     @property
     def tokens_per_s(self) -> float:
@@ -107,6 +107,8 @@ class Reply:
             return "the output did not follow the harmony format; showing the raw text"
         if self.malformed:
             return "the output did not fully follow the harmony format"
+        if self.finish_reason == "stop" and not self.final.strip():
+            return "the model ended without a final answer"
         return None
 
     def __str__(self) -> str:

@@ -77,6 +77,22 @@ def test_interactive_requests_go_ahead_of_its_rows(engine: dict, wait_until: Any
     assert "1 interactive request served meanwhile" in shown
 
 
+def test_two_background_jobs_share_the_engine(engine: dict) -> None:
+    """A small job submitted behind a large one does not wait for all of its rows: the
+    two jobs' rows are fed in turn (first come, first served would finish the large job's
+    1,000 rows first)."""
+    kw = {"effort": "low", "temperature": 0, "max_tokens": 16, "cache": False}
+    large = sums(1000).gptoss.submit("{q} (large)", **kw)
+    small = sums(100, offset=7).gptoss.submit("{q} (small)", **kw)
+    try:
+        assert small.wait(600)
+        large_when_small_ended = large.rows_done
+    finally:
+        large.cancel()
+    assert len(small.result()) == 100
+    assert large_when_small_ended < 700, large_when_small_ended
+
+
 def test_cancel_keeps_the_finished_rows(engine: dict, wait_until: Any) -> None:
     df = sums(300, offset=3)
     kw = {"effort": "medium", "temperature": 0, "max_tokens": 48}

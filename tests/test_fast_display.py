@@ -135,3 +135,15 @@ def test_a_saved_output_reproduces(scripted: ScriptedEngine) -> None:
     assert "DIFFERENT" in repr(gm.reproduce(saved))
     with pytest.raises(gm.InvalidOptionError, match="provenance"):
         gm.reproduce({"final": "x"})
+
+
+def test_a_reply_without_a_final_message_is_not_ok(scripted: ScriptedEngine) -> None:
+    enc = H.encoding()
+    scripted.enqueue(list(enc.encode("<|channel|>analysis<|message|>Done.<|return|>",
+                                     allowed_special="all")))
+    reply = gm.complete("Anything")
+    assert reply.final == "" and reply.finish_reason == "stop" and not reply.truncated
+    assert not reply.ok
+    assert reply.warning == "the model ended without a final answer"
+    scripted.enqueue("fine")
+    assert gm.complete("Again").ok
