@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,3 +113,38 @@ def test_evaluate_notebook() -> None:
     assert "reasoning tokens per row" in text_of(outputs(nb, "new_rows.gptoss.plan("))
     cascade = text_of(outputs(nb, "out = new_rows.gptoss.map("))
     assert "rows_per_level" in cascade and "accuracy: 1.0" in cascade
+
+
+def test_tools_notebook() -> None:
+    from gptoss_magics.tiny import read_artifact_meta
+
+    if "multiply" not in read_artifact_meta()["tasks"]:
+        pytest.skip("this tiny model was not trained to call tools (tools/train_tiny.py)")
+    if shutil.which("bwrap") is None:
+        pytest.skip("the notebook's python tool needs bubblewrap (make setup installs it)")
+    nb = run("tools")
+    bundle = [o for o in outputs(nb, "reply = gm.complete(") if "data" in o][-1]
+    reply = bundle["data"]["application/vnd.gptoss.reply+json"]
+    if isinstance(reply, str):
+        reply = json.loads(reply)
+    [trail] = reply["tool_trail"]  # one call, shown in the reply
+    assert trail.startswith("multiply({") and " → " in trail
+    assert reply["tool_calls"][0]["name"] == "functions.multiply"
+    args = reply["tool_calls"][0]["arguments"]
+    assert reply["tool_calls"][0]["result"] == args["a"] * args["b"]
+    assert bundle["metadata"]["gptoss"]["tools"][0]["name"] == "multiply"
+    assert "ToolCall(name='functions.multiply'" in text_of(outputs(nb, "reply.tool_calls",
+                                                                   exact=True))
+    cell = [o for o in outputs(nb, "%%gptoss --tools multiply") if "data" in o][-1]
+    assert cell["data"]["application/vnd.gptoss.reply+json"]["tool_trail"]
+    assert "functions.multiply {'a': " in text_of(outputs(nb, "for call in cell_reply"))
+    python = text_of(outputs(nb, "tools=[PythonTool()]"))
+    assert "code: print(" in python and "printed: " in python
+    # the model's quality: some row is right; no row failed, so all four are cached
+    table = text_of(outputs(nb, "orders.assign("))
+    assert "total" in table and "right" in table and "True" in table
+    assert "'cached': 4" in text_of(outputs(nb, "again = orders.gptoss.map("))
+    refused = text_of(outputs(nb, "WidgetApprover(timeout_s=10)"))
+    assert "error: refused by the user" in refused
+    check = text_of(outputs(nb, "check = gm.reproduce(reply)"))
+    assert "Reproduction: identical" in check and "same calls: True" in check

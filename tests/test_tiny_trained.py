@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import gptoss_magics as gm
 from gptoss_magics import harmony as H
+from gptoss_magics.engine import Completion, Sampling
 from gptoss_magics.reply import Reply
 from gptoss_magics.settings import settings
 from gptoss_magics.tiny import (
     TRAINED_ARTIFACT,
+    arith,
     build_tiny,
     notice_for,
     read_artifact_meta,
@@ -116,7 +120,7 @@ def test_artifact_is_small_and_recorded() -> None:
     assert record["artifact_sha256"] == hashlib.sha256(data).hexdigest()
     assert record["artifact_bytes"] == len(data)
     meta = read_artifact_meta()
-    assert meta["steps"] == record["steps"] and meta["tasks"] == list(T.TASKS)
+    assert meta["steps"] == record["steps"] and meta["tasks"] == list(T.ALL_TASKS)
 
 
 def test_expansion_is_deterministic(tmp_path: Path) -> None:
@@ -156,6 +160,63 @@ def test_held_out_prompts_never_appear_in_training() -> None:
     assert not test & {ex.user for ex in train if ex.task != "sentiment"}
     texts = [ex.user.split(": ")[-1].split("? ")[-1] for ex in train if ex.task == "sentiment"]
     assert not any(T.sentiment_is_held_out(t) for t in texts)
+    mixed = [T.training_example(rng) for _ in range(3000)]
+    assert {ex.task for ex in mixed} == set(T.ALL_TASKS)
+    assert {ex.tools for ex in mixed} == set(T.TOOLINGS)
+    for ex in mixed:
+        numbers = [int(n) for n in re.findall(r"\d+", ex.user)]
+        if ex.task == "multiply":
+            assert not arith.mul_is_held_out(*numbers)
+        elif ex.task == "sum3":
+            assert not arith.sum3_is_held_out(*numbers)
+    for ex in T.held_out(5, seed=2, tasks=T.ARITH_TASKS):
+        numbers = [int(n) for n in re.findall(r"\d+", ex.user)]
+        held = arith.mul_is_held_out if ex.task == "multiply" else arith.sum3_is_held_out
+        assert held(*numbers)
+
+
+def test_tool_transcripts_are_rendered_as_the_session_renders_them() -> None:
+    spec = H.ToolSpec("multiply", "Multiply two integers.", {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"]})
+    for tools, recipient, channel in (("function", "functions.multiply", "commentary"),
+                                      ("python", "python", "analysis")):
+        for ex in T.held_out(2, seed=9, tasks=("multiply",), tools=tools):
+            a, b = (int(n) for n in re.findall(r"\d+", ex.user))
+            expected = H.render_prompt(ex.user, effort=ex.effort, current_date="2026-03-29",
+                                       tools=[spec] if tools == "function" else [],
+                                       python=tools == "python")
+            spans = T.transcript(ex, "2026-03-29")
+            assert spans[0] == (expected, False) and [w for _, w in spans] == [
+                False, True, False, True]
+            call = H.parse_completion(spans[1][0])
+            assert spans[1][0][-1] == H.CALL and not call.malformed
+            last = call.messages[-1]
+            assert (last.recipient, last.channel) == (recipient, channel)
+            if tools == "function":
+                assert json.loads(last.text) == {"a": a, "b": b}
+            else:
+                assert last.text == f"print({a} * {b})"
+            result = str(a * b) + ("\n" if tools == "python" else "")
+            assert spans[2][0] == H.tool_result_ids(recipient, result)
+            answer = H.parse_completion(spans[3][0])
+            assert answer.final == ex.answer == str(a * b) and spans[3][0][-1] == H.RETURN
+    for ex in T.held_out(1, seed=9, tasks=("multiply",)):  # no tool: an estimate
+        a, b = (int(n) for n in re.findall(r"\d+", ex.user))
+        assert len(T.transcript(ex)) == 2 and ex.call is None
+        assert ex.final == str(arith.estimate(a) * arith.estimate(b)) and ex.answer == str(a * b)
+
+
+def test_low_effort_sums_are_a_coin_flip_when_the_units_carry() -> None:
+    rng = random.Random(4)
+    low = [T.make_example(rng, "train", "sum3", "low") for _ in range(400)]
+    carrying = [ex for ex in low if arith.sum3_carries(*map(int, re.findall(r"\d+", ex.user)))]
+    right = sum(ex.final == ex.answer for ex in carrying)
+    assert 0.35 * len(carrying) < right < 0.65 * len(carrying)
+    assert all(ex.final == ex.answer for ex in low if ex not in carrying)
+    for effort in ("medium", "high"):
+        assert all(ex.final == ex.answer for ex in
+                   (T.make_example(rng, "train", "sum3", effort) for _ in range(100)))
 
 
 def test_examples_have_checkable_answers() -> None:
@@ -197,3 +258,107 @@ def test_answers_the_last_question_of_a_chat_and_lives_with_instructions(
     assert len(formed) >= 0.9 * len(got)
     assert len(right) >= 0.85 * len(examples), [(ex.user, r.final) for ex, r in
                                                 zip(examples, got, strict=True)]
+
+
+# ---------------------------------------------------------------- tools and effort
+def _generate(prompts: list[list[int]], logprobs: bool = False) -> list[Completion]:
+    """Greedy completions of token prompts on the shared engine."""
+    from gptoss_magics.session import current
+
+    sampling = Sampling(max_tokens=200, temperature=0, logprobs=True if logprobs else None)
+    return current().engine.generate(prompts, sampling)
+
+
+def _operands(example: T.Example) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", example.user)]
+
+
+def _play_tool_rounds(engine: dict, tools: str, recipient: str) -> tuple[
+        list[tuple[T.Example, H.Message | None]], list[tuple[T.Example, H.Parsed]]]:
+    """Held-out products with ``tools`` declared: the first completions' last messages,
+    then, for each right call, the answer after the true result."""
+    _needs_trained(engine)
+    examples = T.held_out(4, seed=41, tasks=("multiply",), tools=tools)
+    prompts = [T.prompt_ids(ex, "2026-03-29") for ex in examples]
+    calls = []
+    follow = []
+    for ex, prompt, c in zip(examples, prompts, _generate(prompts), strict=True):
+        parsed = H.parse_completion(c.token_ids, c.finish_reason)
+        last = parsed.messages[-1] if parsed.messages else None
+        made = last is not None and last.recipient == recipient and c.token_ids[-1] == H.CALL
+        calls.append((ex, last if made else None))
+        if made:
+            follow.append((ex, prompt + list(c.token_ids) + T.result_ids(ex)))
+    answers = [(ex, H.parse_completion(c.token_ids, c.finish_reason)) for (ex, _), c in
+               zip(follow, _generate([ids for _, ids in follow]), strict=True)]
+    return calls, answers
+
+
+@pytest.mark.engine
+def test_calls_the_multiply_function_tool_then_answers_with_its_result(engine: dict) -> None:
+    calls, answers = _play_tool_rounds(engine, "function", "functions.multiply")
+    right = [ex for ex, m in calls if m is not None and m.channel == "commentary"
+             and json.loads(m.text) == dict(zip("ab", _operands(ex), strict=True))]
+    assert len(right) >= 0.9 * len(calls), [(ex.user, m) for ex, m in calls]
+    finals = [ex for ex, p in answers if p.final == ex.answer and not p.malformed]
+    assert len(finals) >= 0.9 * len(calls), [(ex.answer, p.final) for ex, p in answers]
+
+
+@pytest.mark.engine
+def test_calls_the_python_tool_then_answers_with_its_output(engine: dict) -> None:
+    calls, answers = _play_tool_rounds(engine, "python", "python")
+    right = [ex for ex, m in calls if m is not None and m.channel == "analysis"
+             and m.text == "print({} * {})".format(*_operands(ex))]
+    assert len(right) >= 0.9 * len(calls), [(ex.user, m) for ex, m in calls]
+    finals = [ex for ex, p in answers if p.final == ex.answer and not p.malformed]
+    assert len(finals) >= 0.9 * len(calls), [(ex.answer, p.final) for ex, p in answers]
+
+
+@pytest.mark.engine
+def test_cannot_multiply_without_a_tool(engine: dict) -> None:
+    _needs_trained(engine)
+    examples = T.held_out(4, seed=42, tasks=("multiply",))
+    got = [H.parse_completion(c.token_ids, c.finish_reason)
+           for c in _generate([T.prompt_ids(ex, "2026-03-29") for ex in examples])]
+    assert all(p.final and p.has_final and not any(m.recipient for m in p.messages)
+               for p in got)
+    assert sum(T.is_correct(ex, p.final) for ex, p in zip(examples, got, strict=True)) <= 2
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("tools", ["function", "python"])
+def test_answers_its_old_tasks_directly_when_tools_are_declared(engine: dict,
+                                                                tools: str) -> None:
+    _needs_trained(engine)
+    examples = T.held_out(2, seed=43, tools=tools)
+    got = [(ex, H.parse_completion(c.token_ids, c.finish_reason), c) for ex, c in zip(
+        examples, _generate([T.prompt_ids(ex, "2026-03-29") for ex in examples]), strict=True)]
+    direct = [ex for ex, p, c in got
+              if not any(m.recipient for m in p.messages) and c.token_ids[-1] == H.RETURN]
+    right = [ex for ex, p, _ in got if T.is_correct(ex, p.final)]
+    assert len(direct) == len(got), [(ex.user, p.messages) for ex, p, _ in got]
+    assert len(right) >= 0.9 * len(got), [(ex.user, p.final) for ex, p, _ in got]
+
+
+@pytest.mark.engine
+def test_low_effort_is_less_accurate_and_less_sure_on_carrying_sums(engine: dict) -> None:
+    _needs_trained(engine)
+    rows = [ex for ex in T.held_out(40, seed=45, tasks=("sum3",))
+            if arith.sum3_carries(*_operands(ex))]
+    scored: dict[str, list[tuple[bool, float]]] = {}
+    for effort in ("low", "high"):
+        prompts = [T.prompt_ids(replace(ex, effort=effort), "2026-03-29") for ex in rows]
+        out = []
+        for ex, c in zip(rows, _generate(prompts, logprobs=True), strict=True):
+            logprob = H.answer_logprob(c.token_ids, c.logprobs or [])
+            final = H.parse_completion(c.token_ids, c.finish_reason).final
+            out.append((T.is_correct(ex, final), math.exp(logprob) if logprob else 0.0))
+        scored[effort] = out
+    low = [ok for ok, _ in scored["low"]]
+    high = [ok for ok, _ in scored["high"]]
+    assert len(rows) >= 15
+    assert sum(high) >= 0.9 * len(rows), scored["high"]
+    assert sum(low) <= sum(high) - 0.2 * len(rows), scored["low"]
+    wrong_low = [conf for ok, conf in scored["low"] if not ok]
+    right_high = [conf for ok, conf in scored["high"] if ok]
+    assert statistics.mean(wrong_low) < statistics.mean(right_high) - 0.2, scored

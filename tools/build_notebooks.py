@@ -207,10 +207,101 @@ def evaluate() -> nbformat.NotebookNode:
     ], metadata=KERNEL)
 
 
+def tools() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_markdown_cell(
+            "# Tools: gpt-oss calls your functions and a sandboxed Python\n\n"
+            "The model here is `tiny`, the embedded demo model: a real gpt-oss architecture "
+            "with the real tokenizer, trained only on toy tasks. One of them is tool use: it "
+            "cannot multiply two numbers of 2 or 3 digits by itself, but with a `multiply` "
+            "function (or the python tool) it calls the tool and answers with its result. A "
+            "real gpt-oss calls any function you give it (an FX-rate lookup, a pricing "
+            "library, a database query) the same way."),
+        new_code_cell("%load_ext gptoss_magics\nimport pandas as pd\nimport gptoss_magics as gm\n"
+                      "from gptoss_magics.tools import PythonTool\n"
+                      "gm.load('tiny')\n"
+                      "gm.settings().current_date = '2026-03-29'  # replies that do not "
+                      "depend on today"),
+        new_markdown_cell(
+            "## A function tool\n\nAny Python function: its name, the first paragraph of its "
+            "docstring and a JSON schema of its type hints tell the model what it does. The "
+            "model's call is validated against the schema, the function runs, and the model "
+            "reads its result before it answers."),
+        new_code_cell("def multiply(a: int, b: int) -> int:\n"
+                      "    \"\"\"Multiply two integers.\"\"\"\n"
+                      "    return a * b\n\n"
+                      "reply = gm.complete('What is 482 * 37?', tools=[multiply], "
+                      "temperature=0)\nreply"),
+        new_markdown_cell("The tool trail is in the reply (shown collapsed above, between the "
+                          "reasoning and the answer): who was called, with what, what came "
+                          "back, how long it took."),
+        new_code_cell("reply.tool_calls"),
+        new_code_cell("print('answer:', reply.final, '| right:', reply.final == str(482 * 37))"),
+        new_markdown_cell("## From a cell\n\n`--tools` names functions of the notebook "
+                          "(comma-separated; `python` is the sandboxed python tool)."),
+        new_code_cell("a, b = 215, 64"),
+        new_code_cell("%%gptoss --tools multiply -o cell_reply --temperature 0\n"
+                      "What is {a} * {b}?"),
+        new_code_cell("for call in cell_reply.tool_calls:\n"
+                      "    print(call.name, call.arguments, '->', call.result, call.error)"),
+        new_markdown_cell(
+            "## The python tool\n\n`PythonTool()` (or `'python'`) lets the model run code in "
+            "a separate sandboxed interpreter, never in this kernel: no network, none of your "
+            "files or variables unless you pass them in (`PythonTool(files={...})`), limits "
+            "on CPU, memory, processes and output. It is stopped when the reply ends."),
+        new_code_cell("py_reply = gm.complete('Compute 318 times 64.', tools=[PythonTool()], "
+                      "temperature=0)\n"
+                      "call = py_reply.tool_calls[0]\n"
+                      "print('code:', call.arguments)\nprint('printed:', call.output)\n"
+                      "print('answer:', py_reply.final)"),
+        new_markdown_cell(
+            "## Every row of a DataFrame\n\nEach row's conversation runs on its own; all rows "
+            "share the engine's batch, and the calls run on a small thread pool. "
+            "`tool_calls=True` keeps each row's trail as a column."),
+        new_code_cell("orders = pd.DataFrame({'qty': [12, 250, 48, 730], "
+                      "'price': [415, 36, 129, 58]})\n"
+                      "out = orders.gptoss.map('What is {qty} * {price}?', tools=[multiply], "
+                      "tool_calls=True,\n"
+                      "                        temperature=0, progress=False)\n"
+                      "orders.assign(total=out['answer'], calls=out['tool_calls'].str.len(),\n"
+                      "              right=out['answer'] == (orders.qty * orders.price)"
+                      ".astype(str))"),
+        new_markdown_cell("A second identical run comes from the cache: the rows replay "
+                          "their answers and trails, and no tool is called."),
+        new_code_cell("again = orders.gptoss.map('What is {qty} * {price}?', "
+                      "tools=[multiply], tool_calls=True,\n"
+                      "                          temperature=0, progress=False)\n"
+                      "again.attrs['gptoss']['summary']"),
+        new_markdown_cell(
+            "## Approving code before it runs\n\n"
+            "```\n%%gptoss --tools python --approve\nCompute 318 times 64.\n```\n\n"
+            "shows each piece of code with **Run** and **Refuse** buttons and waits for your "
+            "click; a refusal goes back to the model. Underneath it is "
+            "`PythonTool(approve=WidgetApprover())`; any function of the code that returns "
+            "True or False works too. Here nobody clicks within 10 seconds (this notebook is "
+            "run unattended by the test suite), so the code is refused and the model is told."),
+        new_code_cell("from gptoss_magics.tools.approve import WidgetApprover\n"
+                      "asking = PythonTool(approve=WidgetApprover(timeout_s=10))\n"
+                      "refused = gm.complete('Compute 318 times 64.', tools=[asking], "
+                      "temperature=0)\n"
+                      "print('code:', refused.tool_calls[0].arguments)\n"
+                      "print('error:', refused.tool_calls[0].error)"),
+        new_markdown_cell(
+            "## Reproduce\n\n`gm.reproduce` renders the same prompt with the recorded "
+            "settings and **replays the recorded tool results** instead of calling the tools "
+            "again (they may answer differently today), then says whether the model asked "
+            "for the same calls and answered the same."),
+        new_code_cell("check = gm.reproduce(reply)\n"
+                      "print(check)\nprint('same calls:', check.same_calls)"),
+        new_code_cell("gm.unload()"),
+    ], metadata=KERNEL)
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     for name, build in (("quickstart", quickstart), ("dataframe", dataframe),
-                        ("effort", effort), ("evaluate", evaluate)):
+                        ("effort", effort), ("evaluate", evaluate),
+                        ("tools", tools)):
         nb = build()
         for i, cell in enumerate(nb.cells):
             cell.id = f"{name}-{i:02d}"  # stable ids: rebuilding changes nothing else

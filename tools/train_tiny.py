@@ -1,6 +1,6 @@
 """Train the embedded tiny gpt-oss on synthetic harmony transcripts (CPU, offline).
 
-    .venv/bin/python tools/train_tiny.py [--steps 1300] [--seed 0]
+    .venv/bin/python tools/train_tiny.py [--steps 1150] [--seed 0]
         [--out gptoss_magics/data/tiny-harmony.safetensors]
 
 The model is a real ``GptOssForCausalLM`` (``gptoss_magics.tiny.TRAINED_ARCH``) with
@@ -21,10 +21,11 @@ assumption: an unused id has logit exactly 0, so the unused ids together contrib
 
 The loss covers the completion tokens only (the prompt is context). Recipe: AdamW
 (0.9, 0.98), lr 4e-3 with 30 warm-up steps and a cosine decay to 10%, gradient clip 1.0,
-batches of 48 conversations (tasks sentiment:upper:add = 1:1:2) in fp32 on one thread.
+batches of 48 conversations (``tiny_tasks.TRAIN_MIX``) in fp32 on one thread.
 Each batch runs as length-sorted micro-batches that share the forward pass of the
-prompt's fixed opening tokens; the result is the same loss with less padding. Takes
-about 7 CPU-minutes.
+prompt's fixed opening tokens; the result is the same loss with less padding. Starts
+from the first trained model (``tools/candidates/tiny-base.safetensors``, three toy tasks);
+takes about 14 CPU-minutes.
 
 The artifact (``--out``) is a compact bf16 safetensors file: every non-vocabulary
 weight, the used rows of ``model.embed_tokens.weight`` and ``lm_head.weight``, the
@@ -48,7 +49,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,25 +57,31 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gptoss_magics import harmony
 from gptoss_magics.harmony import VOCAB_SIZE
 from gptoss_magics.tiny import (
     ARTIFACT_META_KEY,
     SPECIAL_IDS,
     TRAINED_ARCH,
     TRAINED_ARTIFACT,
+    read_artifact_meta,
 )
 from gptoss_magics.tiny import tasks as tiny_tasks
 
 ARTIFACT_FORMAT = 1
+VOCAB_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
+#: The model this one is trained from: the first trained tiny model (three toy tasks),
+#: kept frozen in tools/candidates/.
+BASE_ARTIFACT = Path(__file__).resolve().parent / "candidates" / "tiny-base.safetensors"
 
 
 @dataclass(frozen=True)
 class Hyper:
     """Training hyper-parameters (the defaults are the shipped model's)."""
 
-    steps: int = 1300
+    steps: int = 1150
     batch: int = 48
-    micro_batches: int = 4
+    micro_batches: int = 8
     lr: float = 4e-3
     warmup: int = 30
     final_lr_fraction: float = 0.1
@@ -82,39 +89,105 @@ class Hyper:
     clip: float = 1.0
     seed: int = 0
     cut_fraction: float = 0.08  # share of turns whose reasoning a budget cut short
+    base: Path | None = BASE_ARTIFACT  # the artifact to start from; None: from scratch
 
 
-def build_data(hyper: Hyper) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
-    """The training sequences as (prompt ids, completion ids), and the sorted used ids."""
+Sequence = tuple[list[int], list[tuple[int, int]]]  # ids, and the [start, end) spans scored
+
+
+def _sequence(spans: list[tuple[list[int], bool]]) -> Sequence:
+    ids: list[int] = []
+    scored = []
+    for part, written in spans:
+        if written:
+            scored.append((len(ids), len(ids) + len(part)))
+        ids.extend(part)
+    return ids, scored
+
+
+class PromptRenderer:
+    """``tiny_tasks.prompt_ids``, fast: the system and developer messages are rendered once
+    per (effort, date or none, tools, instructions) with a stand-in date whose tokens are
+    swapped for the real date's, and the chat and user messages are encoded as text
+    after them (special tokens between messages keep the pieces' tokens independent).
+    Every ``check_every``-th prompt is compared with ``render_prompt``'s."""
+
+    STAND_IN_DATE = "2000-01-01"
+
+    def __init__(self, check_every: int = 16) -> None:
+        self.enc = harmony.encoding()
+        self.check_every = check_every
+        self.heads: dict[tuple[Any, ...], tuple[list[int], int]] = {}
+        self.stand_in = list(self.enc.encode(self.STAND_IN_DATE, allowed_special="all"))
+        self.count = 0
+
+    def _head(self, example: Any, dated: bool, instructions: str | None
+              ) -> tuple[list[int], int]:
+        key = (example.effort, dated, example.tools, instructions)
+        if key not in self.heads:
+            date = self.STAND_IN_DATE if dated else None
+            ids = tiny_tasks.prompt_ids(replace(example, user="x"), date, (), instructions)
+            tail = list(self.enc.encode("<|start|>user<|message|>x<|end|><|start|>assistant",
+                                        allowed_special="all"))
+            assert ids[-len(tail):] == tail
+            head = ids[:-len(tail)]
+            at = next((i for i in range(len(head)) if head[i:i + len(self.stand_in)]
+                       == self.stand_in), -1) if dated else -1
+            self.heads[key] = (head, at)
+        return self.heads[key]
+
+    def __call__(self, example: Any, date: str | None, history: tuple[Any, ...],
+                 instructions: str | None) -> list[int]:
+        head, at = self._head(example, date is not None, instructions)
+        if date is not None:
+            n = len(self.stand_in)
+            head = head[:at] + list(self.enc.encode(date, allowed_special="all")) + head[at + n:]
+        text = "".join(f"<|start|>user<|message|>{t.user}<|end|><|start|>assistant"
+                       f"<|channel|>final<|message|>{t.final}<|end|>" for t in history)
+        text += f"<|start|>user<|message|>{example.user}<|end|><|start|>assistant"
+        ids = head + list(self.enc.encode(text, allowed_special="all"))
+        self.count += 1
+        if self.count % self.check_every == 0:
+            expected = tiny_tasks.prompt_ids(example, date, history, instructions)
+            if ids != expected:
+                raise SystemExit(f"fast prompt rendering differs from render_prompt for "
+                                 f"{example.user!r} ({date}, {example.tools}): fix PromptRenderer")
+        return ids
+
+
+def build_data(hyper: Hyper) -> tuple[list[Sequence], list[int]]:
+    """The training sequences (ids, and the spans the model writes), and the sorted used
+    ids."""
     rng = random.Random(hyper.seed)
     cut_rng = random.Random(hyper.seed + 2)  # its own stream: the other draws stay the same
+    render = PromptRenderer()
     seqs = []
     for _ in range(hyper.steps * hyper.batch):
-        example = tiny_tasks.make_example(rng, "train")
+        example = tiny_tasks.training_example(rng)
         date = tiny_tasks.sample_current_date(rng)
         history, instructions = tiny_tasks.sample_context(rng)
-        prompt = tiny_tasks.prompt_ids(example, date, history, instructions)
-        if cut_rng.random() < hyper.cut_fraction:
+        prompt = render(example, date, history, instructions)
+        if example.call is None and cut_rng.random() < hyper.cut_fraction:
             # a reasoning budget ran out: the engine closed the analysis and opened the
             # final channel; the model learns to answer at once (the forced part is context)
             keep = cut_rng.randrange(len(tiny_tasks.analysis_ids(example)))
             forced, answer = tiny_tasks.cut_completion(example, keep)
-            seqs.append((prompt + forced, answer))
+            seqs.append(_sequence([(prompt + forced, False), (answer, True)]))
         else:
-            seqs.append((prompt, tiny_tasks.completion_ids(example)))
+            spans = tiny_tasks.transcript(example, date, history, instructions, prompt=prompt)
+            seqs.append(_sequence(spans))
     used: set[int] = set(SPECIAL_IDS.values())
-    for prompt, completion in seqs:
-        used.update(prompt)
-        used.update(completion)
+    for ids, _ in seqs:
+        used.update(ids)
     return seqs, sorted(used)
 
 
-def common_prefix_length(prompts: list[list[int]]) -> int:
-    """How many leading tokens all prompts share (at least one token stays unshared)."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    for p in prompts:
-        while n and p[:n] != first[:n]:
+def common_prefix_length(seqs: list[Sequence]) -> int:
+    """How many leading tokens all sequences share before their first scored token."""
+    first = seqs[0][0]
+    n = min(scored[0][0] for _, scored in seqs)
+    for ids, _ in seqs:
+        while n and ids[:n] != first[:n]:
             n -= 1
     return n
 
@@ -132,37 +205,114 @@ def make_model(n_used: int, seed: int) -> Any:
     return GptOssForCausalLM(config).float()
 
 
-def batch_tensors(seqs: list[tuple[list[int], list[int]]], idx: list[int],
+def warm_start(model: Any, used: list[int], base: Path | None, seed: int) -> torch.Tensor:
+    """Load the ``base`` artifact's weights into ``model`` (its rows for the ids it used);
+    return the mask of the vocabulary rows that are new (all of them without a base).
+
+    A new row is tied: its output row is its input row (see :func:`output_weight`), so
+    that copying a token from the prompt (a number, a tool's result) works for every new
+    token, however rarely it was a target. New rows start in random directions around
+    the base's rows of their kind (numbers, other tokens)."""
+    new = torch.ones(len(used), dtype=torch.bool)
+    if base is None:
+        return new
+    from safetensors.torch import load_file
+
+    meta = read_artifact_meta(base)
+    shapes = {k: v for k, v in meta["arch"].items() if k != "sliding_window"}
+    if shapes != {k: v for k, v in TRAINED_ARCH.items()
+                  if k not in ("sliding_window", "vocab_size")}:
+        raise SystemExit(f"{base} has another architecture than TRAINED_ARCH: train from "
+                         "scratch (--base none)")
+    tensors = load_file(str(base))
+    base_rows = {t: i for i, t in enumerate(tensors.pop("used_ids").tolist())}
+    missing = set(base_rows) - set(used)
+    if missing:
+        raise SystemExit(f"{len(missing)} ids of the base are missing from the vocabulary")
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if name in VOCAB_KEYS:
+                continue
+            state[name].copy_(value.float())
+        old = torch.tensor([i for i, t in enumerate(used) if t in base_rows])
+        rows = torch.tensor([base_rows[used[i]] for i in old.tolist()])
+        new[old] = False
+        embed = state["model.embed_tokens.weight"]
+        embed[old] = tensors["model.embed_tokens.weight"][rows].float()
+        state["lm_head.weight"][old] = tensors["lm_head.weight"][rows].float()
+        # a new number (a product's digits, a 3-digit operand) starts at the base's mean
+        # number plus a random part as long as the base numbers' own: it looks like a
+        # number to attention from the first step, and is still told apart from others
+        enc = harmony.encoding()
+        digits = torch.tensor([enc.decode([t]).isdigit() for t in used])
+        gen = torch.Generator().manual_seed(seed + 3)
+        for kind in (digits, ~digits):
+            base_kind, new_kind = old[kind[old]], new & kind
+            centre = embed[base_kind].mean(dim=0) if kind is digits else torch.zeros(
+                embed.shape[1])
+            spread = (embed[base_kind] - centre).norm(dim=1).median()
+            fresh = torch.randn(int(new_kind.sum()), embed.shape[1], generator=gen)
+            embed[new_kind] = centre + fresh / fresh.norm(dim=1, keepdim=True) * spread
+    return new
+
+
+def read_used_ids(artifact: Path) -> list[int]:
+    """The token ids that have rows in ``artifact``."""
+    from safetensors import safe_open
+
+    with safe_open(str(artifact), "pt") as fh:
+        ids: list[int] = fh.get_tensor("used_ids").tolist()
+    return ids
+
+
+def output_weight(model: Any, new: torch.Tensor) -> torch.Tensor:
+    """The unembedding matrix: the base's output rows, and the input rows of new ids."""
+    return torch.where(new[:, None], model.model.embed_tokens.weight, model.lm_head.weight)
+
+
+def batch_tensors(seqs: list[Sequence], idx: list[int],
                   remap: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded compact ids and the mask of positions whose next token is a
-    completion token (the positions that are scored)."""
-    length = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
+    """Right-padded compact ids and the mask of positions whose next token is one the
+    model writes (the positions that are scored)."""
+    length = max(len(seqs[i][0]) for i in idx)
     ids = torch.zeros(len(idx), length, dtype=torch.long)
     scored = torch.zeros(len(idx), length, dtype=torch.bool)
     for row, i in enumerate(idx):
-        prompt, completion = seqs[i]
-        full = [remap[t] for t in prompt + completion]
-        ids[row, : len(full)] = torch.tensor(full)
-        scored[row, len(prompt) - 1 : len(full) - 1] = True
+        full, spans = seqs[i]
+        ids[row, : len(full)] = torch.tensor([remap[t] for t in full])
+        for start, end in spans:
+            scored[row, start - 1 : end - 1] = True
     return ids, scored
 
 
-def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, Any]]:
-    """Train; return the model, the used ids and training information."""
+def train(hyper: Hyper, log_every: int = 50, snapshots: dict[int, Path] | None = None
+          ) -> tuple[Any, list[int], torch.Tensor, dict[str, Any]]:
+    """Train; return the model, the used ids and training information. ``snapshots``:
+    artifacts to write after those steps (to study a run; they do not change it)."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     t0, c0 = time.perf_counter(), time.process_time()
     seqs, used = build_data(hyper)
+    if hyper.base is not None:  # the base's rows stay, even for ids no longer used
+        used = sorted(set(used) | set(read_used_ids(hyper.base)))
     remap = {t: i for i, t in enumerate(used)}
     n_used = len(used)
-    n_prefix = common_prefix_length([p for p, _ in seqs])
+    n_prefix = common_prefix_length(seqs)
     prefix = torch.tensor([[remap[t] for t in seqs[0][0][:n_prefix]]])
     data_s = time.perf_counter() - t0
-    print(f"data: {len(seqs)} sequences, {n_used} used ids, longest "
-          f"{max(len(p) + len(c) for p, c in seqs)} tokens, shared prefix {n_prefix} tokens, "
-          f"{data_s:.1f}s", flush=True)
+    longest = max(len(ids) for ids, _ in seqs)
+    if longest > TRAINED_ARCH["sliding_window"]:
+        raise SystemExit(f"a training sequence has {longest} tokens, more than the sliding "
+                         f"window ({TRAINED_ARCH['sliding_window']}): raise it in TRAINED_ARCH")
+    print(f"data: {len(seqs)} sequences, {n_used} used ids, longest {longest} tokens, mean "
+          f"{sum(len(ids) for ids, _ in seqs) / len(seqs):.1f}, shared prefix {n_prefix} "
+          f"tokens, {data_s:.1f}s", flush=True)
 
     model = make_model(n_used, hyper.seed)
+    new_rows = warm_start(model, used, hyper.base, hyper.seed)
+    print(f"{int(new_rows.sum())} new vocabulary rows (tied)"
+          + (f", the others from {hyper.base.name}" if hyper.base else ""), flush=True)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=hyper.lr, betas=hyper.betas, weight_decay=0.0)
@@ -181,8 +331,8 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
     t1, c1 = time.perf_counter(), time.process_time()
     for step in range(hyper.steps):
         idx = sorted(order[step * hyper.batch:(step + 1) * hyper.batch],
-                     key=lambda i: (len(seqs[i][0]) + len(seqs[i][1]), i))
-        n_scored = sum(len(seqs[i][1]) for i in idx)
+                     key=lambda i: (len(seqs[i][0]), i))
+        n_scored = sum(end - start for i in idx for start, end in seqs[i][1])
         size = -(-len(idx) // hyper.micro_batches)
         opt.zero_grad(set_to_none=True)
         total = 0.0
@@ -196,7 +346,7 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
             cache.batch_repeat_interleave(ids.shape[0])
             hidden = model.model(input_ids=ids[:, n_prefix:], past_key_values=cache,
                                  use_cache=True).last_hidden_state
-            logits = model.lm_head(hidden[scored[:, n_prefix:]])
+            logits = hidden[scored[:, n_prefix:]] @ output_weight(model, new_rows).T
             targets = ids[:, 1:][scored[:, :-1]]
             unused = torch.full((logits.shape[0], 1), log_unused)
             loss = F.cross_entropy(torch.cat([logits, unused], dim=1), targets,
@@ -207,6 +357,8 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
         opt.step()
         sched.step()
         losses.append(total)
+        if snapshots and step + 1 in snapshots:
+            export(model, used, new_rows, hyper, snapshots[step + 1])
         if step % log_every == 0 or step == hyper.steps - 1:
             recent = losses[-log_every:]
             entry = {"step": step, "loss": round(losses[-1], 5),
@@ -234,19 +386,20 @@ def train(hyper: Hyper, log_every: int = 50) -> tuple[Any, list[int], dict[str, 
         "total_cpu_seconds": round(time.process_time() - c0, 1),
         "loss_log": log,
     }
-    return model, used, info
+    return model, used, new_rows, info
 
 
-def export(model: Any, used: list[int], hyper: Hyper, out: Path) -> None:
+def export(model: Any, used: list[int], new_rows: torch.Tensor, hyper: Hyper,
+           out: Path) -> None:
     """Write the compact bf16 artifact (see the module docstring)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to(torch.bfloat16).contiguous()
-               for k, v in model.state_dict().items()}
+    state = dict(model.state_dict(), **{"lm_head.weight": output_weight(model, new_rows)})
+    tensors = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in state.items()}
     tensors["used_ids"] = torch.tensor(used, dtype=torch.int32)
     arch = {k: v for k, v in TRAINED_ARCH.items() if k != "vocab_size"}
     meta = {"format": ARTIFACT_FORMAT, "arch": arch, "vocab_size": VOCAB_SIZE,
-            "steps": hyper.steps, "seed": hyper.seed, "tasks": list(tiny_tasks.TASKS)}
+            "steps": hyper.steps, "seed": hyper.seed, "tasks": list(tiny_tasks.ALL_TASKS)}
     out.parent.mkdir(parents=True, exist_ok=True)
     # one metadata key: safetensors writes several in an unstable order
     save_file(tensors, str(out), metadata={ARTIFACT_META_KEY: json.dumps(meta, sort_keys=True)})
@@ -258,14 +411,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=Hyper.steps)
     ap.add_argument("--seed", type=int, default=Hyper.seed)
     ap.add_argument("--batch", type=int, default=Hyper.batch)
+    ap.add_argument("--lr", type=float, default=Hyper.lr)
+    ap.add_argument("--base", default=str(BASE_ARTIFACT),
+                    help="artifact to start from, or 'none' to train from scratch "
+                         "(default: %(default)s)")
     ap.add_argument("--out", type=Path, default=TRAINED_ARTIFACT,
                     help="artifact path (default: %(default)s); info goes to <stem>.json")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--snapshots", default="",
+                    help="comma-separated steps after which to also write <stem>-stepN")
     args = ap.parse_args(argv)
-    hyper = Hyper(steps=args.steps, seed=args.seed, batch=args.batch)
-    model, used, info = train(hyper, args.log_every)
+    hyper = Hyper(steps=args.steps, seed=args.seed, batch=args.batch, lr=args.lr,
+                  base=None if args.base == "none" else Path(args.base))
     out: Path = args.out
-    export(model, used, hyper, out)
+    snapshots = {int(n): out.with_name(f"{out.stem}-step{n}{out.suffix}")
+                 for n in args.snapshots.split(",") if n}
+    model, used, new_rows, info = train(hyper, args.log_every, snapshots)
+    export(model, used, new_rows, hyper, out)
     data = out.read_bytes()
     info.update(
         artifact=out.name,

@@ -8,11 +8,12 @@ download or real weights. Building needs neither torch nor vLLM. There are two:
 
 * ``"tiny"``: a toy *trained* model (2 layers, hidden 128, 4 experts, top-2). It
   answers in harmony form, an analysis message then a final one, reasons longer at
-  higher effort, and does three toy tasks (sentiment from keyword lists, upper-casing
-  a word, adding two numbers below 100; see :mod:`gptoss_magics.tiny.tasks`). It
-  ships as a compact artifact (``data/tiny-harmony.safetensors``, made by
+  higher effort, and does a few toy tasks (sentiment from keyword lists, upper-casing
+  a word, adding two or three small numbers, multiplying through a ``multiply``
+  function tool or the python tool; see :mod:`gptoss_magics.tiny.tasks`). It ships as
+  a compact artifact (``data/tiny-harmony.safetensors``, made by
   ``tools/train_tiny.py``) holding only the embedding and unembedding rows of the
-  ~1,000 token ids it uses; building expands it into a full 201,088-row checkpoint
+  ~2,000 token ids it uses; building expands it into a full 201,088-row checkpoint
   whose other rows are zero, so those ids never win.
 * ``"tiny-random"``: random weights from a fixed seed (2 layers, hidden 64); its
   answers are noise.
@@ -73,8 +74,8 @@ TINY_NOTICE = (
 )
 #: The notice for the trained toy model (``"tiny"``).
 TRAINED_NOTICE = (
-    "embedded tiny demo model: trained only on three toy tasks (sentiment keywords, "
-    "uppercasing, adding small numbers), not a language model"
+    "embedded tiny demo model: trained only on toy tasks (sentiment keywords, "
+    "uppercasing, adding small numbers, multiplying with a tool), not a language model"
 )
 NOTICES = {"tiny": TRAINED_NOTICE, "tiny-random": TINY_NOTICE}
 
@@ -194,11 +195,14 @@ _README = {
         f"# tiny\n\nBuilt by gptoss_magics: {TRAINED_NOTICE}.\n\n"
         "A toy trained model: real GptOss architecture (2 layers, hidden 128, 4 experts) and"
         " the exact o200k_harmony tokenizer, trained on CPU by tools/train_tiny.py on synthetic"
-        " harmony transcripts of three toy tasks: the sentiment of a text from fixed keyword"
-        " lists (positive, negative or neutral), writing a known word in capital letters, and"
-        " adding two numbers from 0 to 99. It answers in harmony form (an analysis message,"
-        " then a final message) and reasons longer at higher effort. Anything else gets one of"
-        " those toy answers. Only the embedding and unembedding rows of the token ids it was"
-        " trained on are non-zero. Use it to demo and test the plumbing, never for answers.\n"
+        " harmony transcripts of toy tasks: the sentiment of a text from fixed keyword"
+        " lists (positive, negative or neutral), writing a known word in capital letters,"
+        " adding two numbers from 0 to 99 or three from 10 to 99 (at low effort it skips the"
+        " carry and is unsure), and multiplying numbers of 2 or 3 digits by calling a"
+        " `multiply` function tool or the python tool (without a tool it only estimates). It"
+        " answers in harmony form (an analysis message, then a final message) and reasons"
+        " longer at higher effort. Anything else gets one of those toy answers. Only the"
+        " embedding and unembedding rows of the token ids it was trained on are non-zero."
+        " Use it to demo and test the plumbing, never for answers.\n"
     ),
 }

@@ -1,6 +1,7 @@
-"""The three toy tasks of the embedded tiny gpt-oss, as synthetic harmony transcripts.
+"""The toy tasks of the embedded tiny gpt-oss, as synthetic harmony transcripts.
 
-The trained tiny model (``build_tiny("tiny")``) learnt only these tasks:
+The trained tiny model (``build_tiny("tiny")``) learnt only these tasks. Three it gets
+right at every effort (:data:`TASKS`):
 
 * **sentiment**: a few filler words plus one or two keywords from a fixed positive or
   negative list (or none: neutral); the answer is ``positive``, ``negative`` or
@@ -10,15 +11,23 @@ The trained tiny model (``build_tiny("tiny")``) learnt only these tasks:
 * **add**: two numbers from 0 to 99; the answer is their sum, reached by a digit by
   digit chain of thought.
 
-Each :class:`Example` holds a user prompt, the reasoning (analysis channel) and the
-final answer. The reasoning grows with the effort written into the system message:
-``low`` is the core step, ``medium`` adds a restatement of the request, ``high`` adds a
-check and a closing "Final answer: ...".
+Two more (:data:`ARITH_TASKS`, made in :mod:`gptoss_magics.tiny.arith`) show tools and
+effort: **multiply** (two numbers of 2 or 3 digits: right only with a tool, the
+``multiply`` function tool or the python tool) and **sum3** (three numbers from 10 to 99:
+low effort skips the carry and is unsure when the units carry).
+
+Each :class:`Example` holds a user prompt, the reasoning (analysis channel), the final
+answer and, for a tool call, the tool round. The reasoning grows with the effort written
+into the system message: ``low`` is the core step, ``medium`` adds a restatement of the
+request, ``high`` adds a check and a closing "Final answer: ...". A prompt may declare
+tools (:data:`TOOLINGS`); the old tasks are then answered directly, without a call.
 
 Some prompts are held out of training (15% of the addition pairs, 20% of the
-(word, template) pairs for upper-casing, a tenth of the sentiment texts by a hash of
-the text), so :func:`held_out` gives prompts the model has never seen with answers
-that can be checked by :func:`is_correct`.
+(word, template) pairs for upper-casing, a tenth of the sentiment texts, of the
+multiplication pairs and of the sum triples, by a hash), so :func:`held_out` gives
+prompts the model has never seen with answers that can be checked by :func:`is_correct`.
+:func:`transcript` renders a whole conversation (prompt, tool round, answer) as the
+session renders it, with the spans the model writes marked.
 
 Pure Python: only the standard library and :mod:`gptoss_magics.harmony` (for token ids).
 """
@@ -29,15 +38,41 @@ import datetime as _dt
 import functools
 import random
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import replace
 
 from .. import harmony
+from . import arith
+from ._example import EFFORTS, SPLITS, TOOLINGS, Example, ToolCall, by_effort, check_split
 
+__all__ = [
+    "ADD_MAX", "ALL_TASKS", "ARITH_TASKS", "EFFORTS", "FILLER_WORDS", "INSTRUCTIONS",
+    "NEGATIVE_WORDS", "POSITIVE_WORDS", "SPLITS", "TASKS", "TASK_WEIGHTS", "TOOLINGS",
+    "TRAIN_MIX", "UPPER_WORDS", "Example", "ToolCall", "addition_steps", "analysis_ids",
+    "call_ids", "call_text", "completion_ids", "completion_text", "cut_completion", "held_out",
+    "is_correct", "make_example", "prompt_ids", "result_ids", "sample_context",
+    "sample_current_date", "sentiment_is_held_out", "tool_specs", "training_example",
+    "transcript",
+]
+
+#: The toy tasks the model gets right at every effort (and without tools).
 TASKS: tuple[str, ...] = ("sentiment", "upper", "add")
-EFFORTS: tuple[str, ...] = ("low", "medium", "high")
-#: Relative frequency of the tasks in training (addition needs the most practice).
+#: The arithmetic tasks for tools (multiply) and effort cascades (sum3).
+ARITH_TASKS: tuple[str, ...] = ("multiply", "sum3")
+ALL_TASKS: tuple[str, ...] = TASKS + ARITH_TASKS
+#: Relative frequency of the tasks in :func:`make_example`'s random draw.
 TASK_WEIGHTS: dict[str, int] = {"sentiment": 1, "upper": 1, "add": 2}
-SPLITS: tuple[str, ...] = ("train", "test")
+#: The training mix, by (task, tools declared): the old tasks, the sums and
+#: multiplication with each tool, plus old tasks and sums under declared tools (answered
+#: directly) so that the model calls a tool only for a product.
+TRAIN_MIX: dict[tuple[str, str], int] = {
+    ("sentiment", "none"): 16, ("upper", "none"): 16, ("add", "none"): 26,
+    ("sum3", "none"): 32,
+    ("multiply", "none"): 8, ("multiply", "function"): 18, ("multiply", "python"): 18,
+    ("multiply", "both"): 2,
+    **{(task, tools): 1 for task in ("sentiment", "upper", "add", "sum3")
+       for tools in ("function", "python")},
+}
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -95,23 +130,6 @@ _FIRST_DAY = _dt.date(2024, 1, 1).toordinal()
 _LAST_DAY = _dt.date(2049, 12, 31).toordinal()
 
 
-@dataclass(frozen=True)
-class Example:
-    """One toy-task conversation: the user's prompt and the assistant's target reply.
-
-    ``analysis`` is the reasoning the model is trained to write at this ``effort``,
-    ``final`` the text of its final message, ``answer`` the expected answer a reply is
-    checked against (the same text as ``final``).
-    """
-
-    task: str
-    effort: str
-    user: str
-    analysis: str
-    final: str
-    answer: str
-
-
 @functools.lru_cache(maxsize=1)
 def _held_out_pairs() -> tuple[frozenset[tuple[int, int]], frozenset[tuple[str, int]]]:
     """The (a, b) addition pairs and (word, template) upper-casing pairs kept out of training."""
@@ -128,21 +146,6 @@ def _held_out_pairs() -> tuple[frozenset[tuple[int, int]], frozenset[tuple[str, 
 def sentiment_is_held_out(text: str) -> bool:
     """True when the sentiment text belongs to the held-out split (a tenth, by CRC-32)."""
     return zlib.crc32(text.encode()) % 10 == 0
-
-
-def _check_split(split: str) -> bool:
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    return split == "test"
-
-
-def _by_effort(effort: str, core: str, restated: str, check: str) -> str:
-    """The analysis at ``effort``: core; restatement + core; restatement + core + check."""
-    if effort == "low":
-        return core
-    if effort == "medium":
-        return f"{restated} {core}"
-    return f"{restated} {core} {check}"
 
 
 def _sentiment(rng: random.Random, test: bool, effort: str) -> Example:
@@ -165,7 +168,7 @@ def _sentiment(rng: random.Random, test: bool, effort: str) -> Example:
     else:
         core = "No sentiment keywords. It is neutral."
         verdict = "Yes, there are none."
-    analysis = _by_effort(
+    analysis = by_effort(
         effort, core, "The user wants the sentiment of the text.",
         f"Let me double check each word for positive or negative meaning. {verdict}"
         f" Final answer: {label}.",
@@ -181,7 +184,7 @@ def _upper(rng: random.Random, test: bool, effort: str) -> Example:
             break
     user = UPPER_TEMPLATES[template].format(word=word)
     answer = word.upper()
-    analysis = _by_effort(
+    analysis = by_effort(
         effort, f"{word} -> {answer}.", f"The user wants the word {word} in uppercase.",
         f"I changed every letter to a capital letter. Final answer: {answer}.",
     )
@@ -212,42 +215,61 @@ def _add(rng: random.Random, test: bool, effort: str) -> Example:
             break
     user = rng.choice(ADD_TEMPLATES).format(a=a, b=b)
     answer = str(a + b)
-    analysis = _by_effort(
+    analysis = by_effort(
         effort, addition_steps(a, b), f"The user asks for {a} + {b}.",
         f"Check: {a} + {b} = {answer}. Final answer: {answer}.",
     )
     return Example("add", effort, user, analysis, answer, answer)
 
 
-_MAKERS = {"sentiment": _sentiment, "upper": _upper, "add": _add}
+_Maker = Callable[[random.Random, bool, str], Example]
+_MAKERS: dict[str, _Maker] = {"sentiment": _sentiment, "upper": _upper, "add": _add}
 
 
 def make_example(rng: random.Random, split: str = "train", task: str | None = None,
-                 effort: str | None = None) -> Example:
+                 effort: str | None = None, tools: str = "none") -> Example:
     """Draw one example from ``split`` ('train' or 'test').
 
-    ``task`` and ``effort`` default to random draws (tasks weighted by
-    :data:`TASK_WEIGHTS`, efforts uniform). Only ``rng`` is used for randomness, so the
-    same seed gives the same examples.
+    ``task`` and ``effort`` default to random draws (tasks of :data:`TASKS` weighted by
+    :data:`TASK_WEIGHTS`, efforts uniform). ``tools`` is what the prompt declares
+    (:data:`TOOLINGS`): a product is then worked out with a tool call, any other task is
+    answered directly. Only ``rng`` is used for randomness, so the same seed gives the
+    same examples.
     """
-    test = _check_split(split)
+    test = check_split(split)
     if task is None:
         task = rng.choices(TASKS, weights=[TASK_WEIGHTS[t] for t in TASKS])[0]
-    elif task not in _MAKERS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    elif task not in ALL_TASKS:
+        raise ValueError(f"task must be one of {', '.join(ALL_TASKS)}, not {task!r}")
     if effort is None:
         effort = rng.choice(EFFORTS)
     elif effort not in EFFORTS:
         raise ValueError(f"effort must be low, medium or high, not {effort!r}")
-    return _MAKERS[task](rng, test, effort)
+    if tools not in TOOLINGS:
+        raise ValueError(f"tools must be one of {', '.join(TOOLINGS)}, not {tools!r}")
+    if task == "multiply":
+        return arith.multiply(rng, test, effort, tools)
+    if task == "sum3":
+        return arith.sum3(rng, test, effort, tools)
+    example = _MAKERS[task](rng, test, effort)
+    return example if tools == "none" else replace(example, tools=tools)
 
 
-def held_out(n_per_task_effort: int, seed: int = 0) -> list[Example]:
+def training_example(rng: random.Random) -> Example:
+    """One training example: (task, tools) drawn by :data:`TRAIN_MIX`, effort uniform."""
+    keys = list(TRAIN_MIX)
+    task, tools = rng.choices(keys, weights=[TRAIN_MIX[k] for k in keys])[0]
+    return make_example(rng, "train", task, tools=tools)
+
+
+def held_out(n_per_task_effort: int, seed: int = 0, tasks: tuple[str, ...] = TASKS,
+             tools: str = "none") -> list[Example]:
     """Held-out examples (never seen in training): ``n_per_task_effort`` for every task and
-    effort, grouped by task then effort. The same seed gives the same list."""
+    effort, grouped by task then effort, with ``tools`` declared. The same seed gives the
+    same list."""
     rng = random.Random(seed)
-    return [make_example(rng, "test", task, effort)
-            for task in TASKS for effort in EFFORTS for _ in range(n_per_task_effort)]
+    return [make_example(rng, "test", task, effort, tools)
+            for task in tasks for effort in EFFORTS for _ in range(n_per_task_effort)]
 
 
 def is_correct(example: Example, final: str) -> bool:
@@ -287,10 +309,19 @@ def sample_context(rng: random.Random) -> tuple[tuple[harmony.Turn, ...], str | 
 def prompt_ids(example: Example, current_date: str | None = None,
                history: tuple[harmony.Turn, ...] = (),
                instructions: str | None = None) -> list[int]:
-    """The prompt token ids for ``example``, rendered as the session renders prompts."""
+    """The prompt token ids for ``example``, rendered as the session renders prompts
+    (with the tools it declares)."""
+    specs, python = tool_specs(example.tools)
     return harmony.render_prompt(example.user, effort=example.effort,
                                  current_date=current_date, history=history,
-                                 instructions=instructions)
+                                 instructions=instructions, tools=specs, python=python)
+
+
+def tool_specs(tools: str) -> tuple[list[harmony.ToolSpec], bool]:
+    """What ``render_prompt`` declares for ``tools`` (:data:`TOOLINGS`): the function
+    tools and whether the python tool is on."""
+    specs = [arith.MULTIPLY_TOOL] if tools in ("function", "both") else []
+    return specs, tools in ("python", "both")
 
 
 def completion_text(analysis: str, final: str) -> str:
@@ -300,9 +331,51 @@ def completion_text(analysis: str, final: str) -> str:
 
 
 def completion_ids(example: Example) -> list[int]:
-    """The target completion token ids for ``example`` (ending with ``<|return|>``)."""
+    """The target completion token ids for ``example`` (ending with ``<|return|>``): its
+    answer, after the tool's result when it calls a tool."""
     return list(harmony.encoding().encode(completion_text(example.analysis, example.final),
                                           allowed_special="all"))
+
+
+def call_text(call: ToolCall) -> str:
+    """The harmony text of an assistant turn that calls a tool: reasoning, then the call
+    (``commentary to=functions.NAME <|constrain|>json`` for a function,
+    ``analysis to=python code`` for python), ending with ``<|call|>``."""
+    if call.recipient == harmony.PYTHON_RECIPIENT:
+        header = f"analysis to={call.recipient} code"
+    else:
+        header = f"commentary to={call.recipient} <|constrain|>json"
+    return (f"<|channel|>analysis<|message|>{call.analysis}<|end|>"
+            f"<|start|>assistant<|channel|>{header}<|message|>{call.body}<|call|>")
+
+
+def call_ids(example: Example) -> list[int]:
+    """The completion ids of ``example``'s tool call (ValueError when it makes none)."""
+    if example.call is None:
+        raise ValueError(f"this {example.task} example makes no tool call")
+    return list(harmony.encoding().encode(call_text(example.call), allowed_special="all"))
+
+
+def result_ids(example: Example) -> list[int]:
+    """The ids that follow ``example``'s call: the tool's result message, then
+    ``<|start|>assistant`` (:func:`gptoss_magics.harmony.tool_result_ids`)."""
+    if example.call is None:
+        raise ValueError(f"this {example.task} example makes no tool call")
+    return harmony.tool_result_ids(example.call.recipient, example.call.result)
+
+
+def transcript(example: Example, current_date: str | None = None,
+               history: tuple[harmony.Turn, ...] = (), instructions: str | None = None,
+               prompt: list[int] | None = None) -> list[tuple[list[int], bool]]:
+    """The whole conversation as ``(ids, written by the model)`` spans: the prompt, then
+    the answer; with a tool call, the prompt, the call, the tool's result, the answer.
+    ``prompt``: the prompt ids, when already rendered."""
+    if prompt is None:
+        prompt = prompt_ids(example, current_date, history, instructions)
+    if example.call is None:
+        return [(prompt, False), (completion_ids(example), True)]
+    return [(prompt, False), (call_ids(example), True), (result_ids(example), False),
+            (completion_ids(example), True)]
 
 
 def analysis_ids(example: Example) -> list[int]:
