@@ -618,7 +618,8 @@ def cascade_lines() -> list[str]:
     if not path.exists():
         return []
     data = json.loads(path.read_text())
-    return [f"- Effort cascade against all-high, {row['task']} ({row['rows']} rows, "
+    return [f"- Effort cascade ({row.get('levels', 'low -> high')}) against all-high, "
+            f"{row['task']} ({row['rows']} rows, "
             f"`benchmarks/cascade.py`, {data.get('date', '?')}): {row['reasoning_ratio']}x "
             f"fewer reasoning tokens, accuracy {row['cascade_accuracy']} against "
             f"{row['high_accuracy']} ({row['points_lost']} points lost; target >= 3x for <= 1 "

@@ -141,15 +141,41 @@ def test_the_built_model_holds_the_expanded_weights(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_training_is_byte_deterministic(tmp_path: Path) -> None:
+    """Both phases (the first from scratch here, then the polishing phase from the first
+    phase's artifact) write the same bytes twice."""
     outs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.safetensors"
         subprocess.run([sys.executable, str(REPO / "tools" / "train_tiny.py"), "--steps", "3",
-                        "--log-every", "1", "--out", str(out)],
-                       check=True, capture_output=True, cwd=REPO, timeout=120)
+                        "--polish-steps", "2", "--base", "none", "--log-every", "1",
+                        "--out", str(out)],
+                       check=True, capture_output=True, cwd=REPO, timeout=300)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
-    assert read_artifact_meta(tmp_path / "a.safetensors")["steps"] == 3
+    assert read_artifact_meta(tmp_path / "a.safetensors")["steps"] == 2  # the last phase's
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert [p["steps"] for p in record["phases"]] == [3, 2]
+    assert [p["lr"] for p in record["phases"]] == [4e-3, 1e-3]
+    assert record["phases"][1]["base"] == "a-phase1.safetensors"
+    assert not (tmp_path / "a-phase1.safetensors").exists()
+    assert record["artifact_sha256"] == hashlib.sha256(outs[0]).hexdigest()
+
+
+def test_the_base_model_comes_from_git_history(tmp_path: Path) -> None:
+    """The default base is the package's artifact at the commit the training names,
+    read from git history and checked by its sha256 (no second copy of weights in git)."""
+    source = (REPO / "tools" / "train_tiny.py").read_text()
+    where = re.search(r'^BASE_GIT = "(.+)"$', source, re.M)
+    digest = re.search(r'^BASE_SHA256 = "([0-9a-f]{64})"$', source, re.M)
+    assert where and digest
+    commit = where[1].split(":")[0]
+    known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO,
+                           capture_output=True)
+    if known.returncode != 0:
+        pytest.skip(f"this clone does not have commit {commit} (a shallow clone)")
+    data = subprocess.run(["git", "show", where[1]], cwd=REPO, check=True,
+                          capture_output=True).stdout
+    assert hashlib.sha256(data).hexdigest() == digest[1]
 
 
 # ---------------------------------------------------------------- the tasks
