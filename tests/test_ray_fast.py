@@ -92,5 +92,8 @@ def test_ray_errors_become_one_line() -> None:
                            "h reads /m as sha256:1..., the driver's weights are sha256:2...")
     err = _clear(wrapped)
     assert isinstance(err, gm.ModelFolderError) and str(err).startswith(MISMATCH)
-    other = _clear(RuntimeError("Task failed\nbecause"))
+    ray_error = type("RayTaskError", (RuntimeError,), {"__module__": "ray.exceptions"})
+    other = _clear(ray_error("Task failed\nbecause"))
     assert isinstance(other, gm.EngineDeadError) and "\n" not in str(other)
+    bug = AttributeError("no attribute 'x'")
+    assert _clear(bug) is bug  # a bug keeps its type and traceback

@@ -58,13 +58,15 @@ class RayBackend:
     when the cluster has GPUs, else 0, a CPU replica); ``tensor_parallel_size``: vLLM's
     tensor parallelism inside one replica (one node). ``batch_size``: rows per Ray Data
     batch, the most a replica that dies can take with it (Ray runs them again).
-    ``engine_args`` go to each replica's vLLM engine, over ``settings().engine_args``.
+    ``engine_args`` go to each replica's vLLM engine, over ``settings().engine_args``;
+    ``env``: environment variables of the replicas (``{"VLLM_BATCH_INVARIANT": "1"}``).
     Before the map starts, a local Ray is started when none is (``ray.init()``)."""
 
     def __init__(self, replicas: int = 1, *, gpus_per_replica: float | None = None,
                  cpus_per_replica: float = 1, tensor_parallel_size: int = 1,
                  model: str | None = None, model_path_on_nodes: str | None = None,
-                 batch_size: int = 16, engine_args: dict[str, Any] | None = None) -> None:
+                 batch_size: int = 16, engine_args: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.replicas = _count("replicas", replicas, 1)
         self.tensor_parallel_size = _count("tensor_parallel_size", tensor_parallel_size, 1)
         if gpus_per_replica is not None:
@@ -85,6 +87,11 @@ class RayBackend:
             raise InvalidOptionError("RayBackend engine_args must be a dict of vLLM engine "
                                      f"arguments, not {type(engine_args).__name__}")
         self.engine_args = dict(engine_args or {})
+        if env is not None and not (isinstance(env, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+            raise InvalidOptionError("RayBackend env must be a dict of str to str (environment "
+                                     "variables of the replicas)")
+        self.env = dict(env or {})
 
     def __repr__(self) -> str:
         gpus = "auto" if self.gpus_per_replica is None else f"{self.gpus_per_replica:g}"

@@ -124,14 +124,15 @@ class RayEngine:
         import pandas as pd
         import ray
 
-        size = self.backend.batch_size
+        b = self.backend
+        size = b.batch_size
         rows = pd.DataFrame({"index": range(len(prompts)),
                              "prompt": [json.dumps(p) for p in prompts],
                              "sampling": [json.dumps(s.as_dict()) for s in samplings]})
         blocks = [rows.iloc[i:i + size] for i in range(0, len(rows), size)] or [rows]
         ds = ray.data.from_pandas(blocks)
-        b = self.backend
         env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"} if self.gpus == 0 else {}
+        env.update(b.env)
         return ds.map_batches(
             Replica, batch_size=None, batch_format="pandas",
             fn_constructor_kwargs={"path": self.path, "fingerprint": self.fingerprint,
@@ -214,8 +215,10 @@ class _Run:
 
 def _clear(exc: BaseException) -> BaseException:
     """One line for what stopped the pipeline: a fingerprint mismatch, an engine that
-    would not load, or Ray's own error."""
+    would not load, or Ray's own error (an error of this module stays as it is: a bug)."""
     text = str(exc)
+    if not type(exc).__module__.startswith("ray") and MISMATCH not in text:
+        return exc
     for line in text.splitlines():
         if MISMATCH in line:
             return ModelFolderError(line[line.index(MISMATCH):].strip())
