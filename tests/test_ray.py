@@ -67,7 +67,8 @@ def own_cache(fresh_settings: GptOssSettings, tmp_path: Path) -> Path:
 
 
 def backend(**kw: Any) -> gm.RayBackend:
-    return gm.RayBackend(**{"replicas": 2, "batch_size": 16, "model": "tiny", **kw})
+    model = os.environ.get("GPTOSS_TEST_MODEL", "tiny")  # the shared engine's (conftest)
+    return gm.RayBackend(**{"replicas": 2, "batch_size": 16, "model": model, **kw})
 
 
 def test_two_replicas_give_the_in_process_answers(cluster: Any, in_process: pd.Series) -> None:

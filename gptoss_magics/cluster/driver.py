@@ -171,15 +171,16 @@ class _Run:
             self.stopped = True
             self._end_rest("abort")
 
-    def _end_rest(self, reason: str) -> None:
+    def _end_rest(self, reason: str, error: str | None = None) -> None:
         assert self.job is not None
         for i in sorted(self.left):
-            self.job.finish(i, reason)
+            self.job.finish(i, reason, error=error)
         self.left.clear()
 
     def serve(self) -> None:
         """Read the pipeline's blocks and finish each request they carry."""
         assert self.job is not None
+        batches: Any = None
         try:
             batches = self.engine.dataset(self.prompts, self.samplings).iter_batches(
                 batch_size=None, batch_format="pandas", prefetch_batches=0)
@@ -196,8 +197,12 @@ class _Run:
                     self.job.ended = True
                     self.job.fail(_clear(exc))
             return
+        finally:
+            if hasattr(batches, "close"):  # stops the pipeline (and its actors) now
+                batches.close()
         with self.lock:  # a pipeline that ended short: nothing may wait forever
-            self._end_rest("error")
+            self._end_rest("error", "the Ray pipeline ended without this row: run the map "
+                                    "again (finished rows come from the cache)")
 
     def _finish(self, index: int, out: dict[str, Any]) -> None:
         assert self.job is not None
