@@ -27,7 +27,11 @@ ray = pytest.importorskip("ray", reason="Ray Data is not installed: pip install 
 ROWS = 200
 WORDS = ["river", "stone", "garden", "window", "tiger", "castle"]
 TEMPLATE = "Uppercase the word: {w}"
-OPTIONS: dict[str, Any] = {"effort": "low", "max_tokens": 48, "progress": False}
+#: options whose meaning must survive the trip: a constraint (vLLM's structured outputs and
+#: our reasoning parser in the replicas), usage and confidence columns
+OPTIONS: dict[str, Any] = {"effort": "low", "max_tokens": 48, "progress": False,
+                           "choices": [w.upper() for w in WORDS], "usage": True,
+                           "confidence": True}
 pytestmark = [pytest.mark.engine,
               pytest.mark.filterwarnings("ignore::gptoss_magics.GptOssWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
@@ -55,7 +59,7 @@ def cluster(tiny_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def in_process(engine: dict) -> pd.Series:
+def in_process(engine: dict) -> pd.DataFrame:
     """The in-process answers (the shared engine), with the cache off."""
     return frame().gptoss.map(TEMPLATE, cache=False, **OPTIONS)
 
@@ -66,15 +70,27 @@ def own_cache(fresh_settings: GptOssSettings, tmp_path: Path) -> Path:
     return tmp_path / "cache" / "results.sqlite"
 
 
+def same(out: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Answers, token counts and flags identical; the confidence (a probability from the
+    log-probabilities) equal to 0.01: on CPU, an engine batch of other rows can move a
+    bf16 logit in its last bits."""
+    pd.testing.assert_frame_equal(out.drop(columns="confidence"),
+                                  expected.drop(columns="confidence"))
+    pd.testing.assert_series_equal(out["confidence"], expected["confidence"], check_exact=False,
+                                   rtol=0, atol=0.01)
+
+
 def backend(**kw: Any) -> gm.RayBackend:
     model = os.environ.get("GPTOSS_TEST_MODEL", "tiny")  # the shared engine's (conftest)
     return gm.RayBackend(**{"replicas": 2, "batch_size": 16, "model": model, **kw})
 
 
-def test_two_replicas_give_the_in_process_answers(cluster: Any, in_process: pd.Series) -> None:
+def test_two_replicas_give_the_in_process_answers(cluster: Any,
+                                                  in_process: pd.DataFrame) -> None:
     out = frame().gptoss.map(TEMPLATE, cache=False, backend=backend(), **OPTIONS)
-    assert out.notna().sum() > ROWS // 2  # the tiny model answers most of them
-    pd.testing.assert_series_equal(out, in_process)
+    assert out["answer"].notna().sum() > ROWS // 2  # the tiny model answers most of them
+    same(out, in_process)
+    assert isinstance(out["answer"].dtype, pd.CategoricalDtype)
     info, here = out.attrs["gptoss"], in_process.attrs["gptoss"]
     assert info["weights_fingerprint"] == here["weights_fingerprint"]
     assert info["sampling"] == here["sampling"]
@@ -87,23 +103,13 @@ def test_two_replicas_give_the_in_process_answers(cluster: Any, in_process: pd.S
     assert "backend" not in here
 
 
-def test_options_keep_their_meaning_on_the_cluster(cluster: Any, engine: dict) -> None:
-    df = frame().head(24)
-    kw = {"choices": ["YES", "NO"], "usage": True, "confidence": True, "cache": False,
-          "progress": False, "effort": "low", "max_tokens": 64}
-    here = df.gptoss.map("Is this a river? {w}", **kw)
-    there = df.gptoss.map("Is this a river? {w}", backend=backend(), **kw)
-    pd.testing.assert_frame_equal(there, here)
-    assert isinstance(there["answer"].dtype, pd.CategoricalDtype)
-
-
 def _replica_pids(job: gm.MapJob) -> list[int]:
     engine = job._mapper.session.engine
     return sorted({int(name.rsplit("/", 1)[1]) for name in engine.by_replica})
 
 
 def test_a_replica_killed_mid_map_loses_nothing_finished(
-        cluster: Any, in_process: pd.Series, own_cache: Path,
+        cluster: Any, in_process: pd.DataFrame, own_cache: Path,
         wait_until: Callable[..., None]) -> None:
     job = frame().gptoss.submit(TEMPLATE, backend=backend(), **OPTIONS)
     wait_until(lambda: job.rows_done >= 48 or job.done, timeout=600, message="48 rows")
@@ -112,7 +118,7 @@ def test_a_replica_killed_mid_map_loses_nothing_finished(
     victim = _replica_pids(job)[0]
     os.kill(victim, signal.SIGKILL)
     out = job.result(timeout=900)
-    pd.testing.assert_series_equal(out, in_process)
+    same(out, in_process)
     served = out.attrs["gptoss"]["backend"]["rows_by_replica"]
     assert sum(served.values()) == ROWS  # each row came back once
     assert len(served) == 3  # the killed replica, its restart, and the other one
@@ -130,7 +136,7 @@ def _cached_keys(path: Path) -> set[str]:
 
 
 def test_resume_after_an_interrupt_generates_only_the_missing_rows(
-        cluster: Any, in_process: pd.Series, own_cache: Path,
+        cluster: Any, in_process: pd.DataFrame, own_cache: Path,
         wait_until: Callable[..., None]) -> None:
     job = frame().gptoss.submit(TEMPLATE, backend=backend(), **OPTIONS)
     wait_until(lambda: job.rows_done >= 32 or job.done, timeout=600, message="32 rows")
@@ -140,7 +146,7 @@ def test_resume_after_an_interrupt_generates_only_the_missing_rows(
     saved = len(_cached_keys(own_cache))
     assert 32 <= saved < ROWS
     out = frame().gptoss.map(TEMPLATE, backend=backend(), **OPTIONS)
-    pd.testing.assert_series_equal(out, in_process)
+    same(out, in_process)
     summary = out.attrs["gptoss"]["summary"]
     assert summary["cached"] == saved and summary["generated"] == ROWS - saved
     assert sum(out.attrs["gptoss"]["backend"]["rows_by_replica"].values()) == ROWS - saved
