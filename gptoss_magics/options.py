@@ -91,6 +91,7 @@ class MapOptions(PromptOptions, total=False):
     progress: bool
     cascade: Any
     tool_calls: bool
+    backend: Any
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,9 @@ OPTION_DOCS: Final[dict[str, OptionDoc]] = {
                          (), None),
     "tool_calls": OptionDoc("With tools, also return each row's tool calls as a column (a "
                             "list of dicts per row).", ("--tool-calls",), False),
+    "backend": OptionDoc("Where the rows are generated: None (the model loaded here) or "
+                         "gptoss_magics.RayBackend(replicas=N, ...) (a Ray cluster, through "
+                         "Ray Data; map and submit only).", (), None),
 }
 
 PROMPT_OPTIONS: Final = tuple(PromptOptions.__annotations__)

@@ -74,6 +74,8 @@ class Session:
             **options.describe(),
             "sampling": sampling,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # where the rows were generated, when not here (a RayBackend: replicas, hosts)
+            **({"backend": dict(info["backend"])} if info.get("backend") else {}),
         }
 
 

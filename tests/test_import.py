@@ -8,7 +8,7 @@ import sys
 CHECK = (
     "import sys\n"
     "{body}\n"
-    "heavy = sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules)\n"
+    "heavy = sorted(m for m in ('vllm', 'torch', 'transformers', 'ray') if m in sys.modules)\n"
     "print('HEAVY', heavy)\n"
 )
 
@@ -43,6 +43,7 @@ PUBLIC = [
     "FitPlan", "ManifestCheck", "check_manifest", "plan_fit", "write_manifest",
     "Cascade", "EvaluationResult", "evaluate",
     "FunctionTool", "PythonTool", "ToolCall", "function_tool", "UnsupportedHardwareError",
+    "RayBackend",
 ]
 
 

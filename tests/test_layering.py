@@ -1,5 +1,5 @@
-"""Imports go one way: only the engine package imports vLLM or torch, and importing the
-package (or its engine layer) imports neither."""
+"""Imports go one way: only the engine package imports vLLM or torch, only the cluster
+package imports Ray, and importing the package (or its engine layer) imports none of them."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gptoss_magics"
 ENGINE = PACKAGE / "engine"
+CLUSTER = PACKAGE / "cluster"
 HEAVY = {"vllm", "torch"}
 
 
-def heavy_imports(path: Path) -> list[str]:
+def heavy_imports(path: Path, heavy: set[str] = HEAVY) -> list[str]:
     """``line: module`` for each vLLM/torch import in ``path``, at any depth (also inside
     functions, and ``importlib.import_module``/``__import__`` with a literal name)."""
     found = []
@@ -33,7 +34,7 @@ def heavy_imports(path: Path) -> list[str]:
             if called in ("import_module", "__import__"):
                 names = [node.args[0].value]
         found += [f"{node.lineno}: {name}" for name in names
-                  if name.split(".")[0] in HEAVY]
+                  if name.split(".")[0] in heavy]
     return found
 
 
@@ -70,13 +71,24 @@ def test_no_vllm_or_torch_import_outside_the_engine(path: Path) -> None:
         "gptoss_magics/engine/")
 
 
+def test_only_the_cluster_package_imports_ray() -> None:
+    inside = [p for p in CLUSTER.rglob("*.py") if heavy_imports(p, {"ray"})]
+    assert CLUSTER / "backend.py" in inside  # the checker sees the real imports
+    outside = {str(p.relative_to(PACKAGE)): heavy_imports(p, {"ray"})
+               for p in PACKAGE.rglob("*.py") if CLUSTER not in p.parents}
+    assert {k: v for k, v in outside.items() if v} == {}
+
+
 def test_importing_the_package_and_its_engine_loads_neither() -> None:
     code = textwrap.dedent("""
         import sys
         import gptoss_magics
         import gptoss_magics.engine
+        import gptoss_magics.cluster
+        from gptoss_magics import RayBackend
         from gptoss_magics.engine import Engine, ScriptedEngine, Sampling, VllmEngine
-        print("HEAVY", sorted(m for m in ("vllm", "torch") if m in sys.modules))
+        RayBackend(replicas=2)
+        print("HEAVY", sorted(m for m in ("vllm", "torch", "ray") if m in sys.modules))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

@@ -7,6 +7,7 @@ bubblewrap (``make setup`` installs it).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import re
@@ -202,12 +203,15 @@ def test_files_and_dataframes_are_passed_in(tmp_path: Path) -> None:
     prices = pd.DataFrame({"day": [1, 2, 3], "close": [10.0, 11.5, 12.25]})
     tool = PythonTool(files={"notes.txt": source, "prices": prices, "raw.bin": b"\x00\x01",
                              "sub/folder": tmp_path / "folder"})
-    assert tool.file_names == ["notes.txt", "prices.csv", "raw.bin", "sub/folder"]
+    # a frame named without a suffix is parquet where pyarrow is installed (the ray extra
+    # brings it), else CSV
+    kind = "parquet" if importlib.util.find_spec("pyarrow") is not None else "csv"
+    assert tool.file_names == ["notes.txt", f"prices.{kind}", "raw.bin", "sub/folder"]
     opened = tool.open()
     try:
         assert run(opened, "open('notes.txt').read()") == "'from the user'"
-        assert run(opened, "import pandas as pd\nfloat(pd.read_csv('prices.csv').close.sum())") == \
-            "33.75"
+        assert run(opened, f"import pandas as pd\nfloat(pd.read_{kind}('prices.{kind}')"
+                           ".close.sum())") == "33.75"
         assert run(opened, "open('raw.bin', 'rb').read()") == "b'\\x00\\x01'"
         assert run(opened, "open('sub/folder/inner.txt').read()") == "'inside'"
         run(opened, "open('notes.txt', 'w').write('changed')")

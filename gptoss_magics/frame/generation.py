@@ -62,7 +62,8 @@ class Generation:
             from tqdm.auto import tqdm
 
             initial = len(m.frame) - sum(self.rows_per_prompt[self.unique[i]] for i in todo)
-            self.bar = tqdm(total=len(m.frame), initial=initial, unit="row", desc="gpt-oss",
+            desc = m.session.engine.info.get("progress_label") or "gpt-oss"
+            self.bar = tqdm(total=len(m.frame), initial=initial, unit="row", desc=desc,
                             leave=True)
         try:
             retry = self._pass(todo, m.sampling, first=True)

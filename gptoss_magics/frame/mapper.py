@@ -28,6 +28,7 @@ import pandas as pd
 
 from .. import audit, harmony
 from .. import template as tmpl
+from ..cluster.backend import backend_session
 from ..errors import GptOssWarning, InvalidOptionError
 from ..fewshot import examples_to_turns
 from ..options import MAP_OPTIONS, PROMPT_OPTIONS, Options, check_bool, check_names
@@ -115,9 +116,17 @@ class RowMapper:
         if given.pop("cascade", None) is not None:
             raise InvalidOptionError("cascade= runs with df.gptoss.map and df.gptoss.plan "
                                      "(not submit or the magics): call map instead")
+        backend = given.pop("backend", None)
         spec = MapSpec.resolve(template_text if isinstance(template_text, str) else "", given)
         prompt = {k: v for k, v in given.items() if k in PROMPT_OPTIONS}
-        return cls(frame, template_text, Options.resolve(**prompt), spec)
+        resolved = Options.resolve(**prompt)
+        if backend is None:
+            return cls(frame, template_text, resolved, spec)
+        if resolved.tools:
+            raise InvalidOptionError("tools do not run on a RayBackend yet: map with tools on "
+                                     "the model loaded here (leave backend unset)")
+        check_frame(frame, template_text)  # a bad template fails before Ray starts
+        return cls(frame, template_text, resolved, spec, session=backend_session(backend))
 
     @property
     def session(self) -> Session:
@@ -196,7 +205,7 @@ class RowMapper:
         prompts, unique, ids = self._render()
         lengths = [len(i) for i in ids] or [0]
         cached = too_long = None
-        if is_loaded():
+        if self._session is not None or is_loaded():
             cached = 0
             store = self._store()
             if store is not None:
@@ -207,7 +216,7 @@ class RowMapper:
             limit = int(self.session.engine.info.get("max_model_len") or 0)
             long_prompts = {p for p, i in zip(unique, ids, strict=True) if len(i) >= limit}
             too_long = [label for label, p in zip(self.frame.index, prompts, strict=True)
-                        if p in long_prompts]
+                        if p in long_prompts] if limit else None
         return MapPlan(
             rows=len(prompts), missing=sum(p is None for p in prompts),
             distinct_prompts=len(unique), cached=cached,
