@@ -64,7 +64,7 @@ def test_the_tool_speaks_the_protocol() -> None:
 
 def test_state_persists_across_calls(session: PythonSession) -> None:
     assert run(session, "x = 20\ndef double(v):\n    return 2 * v") == NO_OUTPUT_TEXT
-    assert run(session, "print(double(x) + 2)") == "42"
+    assert run(session, "print(double(x) + 2)") == "42\n"  # as printed
     assert run(session, "x += 1\nx") == "21"
 
 
@@ -78,9 +78,9 @@ def test_output_last_expression_and_traceback(session: PythonSession) -> None:
     assert 'File "<python-3>", line 2' in failed.text and "z = y / 0" in failed.text
     assert failed.error == "ZeroDivisionError: division by zero"
     assert "_sandbox_child" not in failed.text and "<string>" not in failed.text
-    assert run(session, "print(y)") == "1"  # lines before the error ran
+    assert run(session, "print(y)") == "1\n"  # lines before the error ran
     assert "SyntaxError" in run(session, "def broken(:")
-    assert run(session, "```python\nprint(6 * 7)\n```") == "42"
+    assert run(session, "```python\nprint(6 * 7)\n```") == "42\n"
 
 
 def test_a_socket_reaches_nothing(session: PythonSession) -> None:
@@ -404,7 +404,7 @@ def test_the_conversation_loop_runs_code_in_one_interpreter(scripted: ScriptedEn
                           r"(.*?)<\|end\|>", harmony.decode(ids), re.S)
         if len(seen) < 2:
             return call("x = 6 * 7" if not seen else "print(open('in.txt').read(), x)")
-        return harmony_completion(f"got {seen[-1]}", "Done.")
+        return harmony_completion(f"got {seen[-1].strip()}", "Done.")
 
     scripted.script = script
     before = set(Path(tempfile.gettempdir()).glob(f"gptoss-python-{os.getpid()}-*"))
@@ -412,7 +412,7 @@ def test_the_conversation_loop_runs_code_in_one_interpreter(scripted: ScriptedEn
     assert reply.final == "got read 42"
     assert [c.arguments for c in reply.tool_calls] == ["x = 6 * 7",
                                                         "print(open('in.txt').read(), x)"]
-    assert [c.output for c in reply.tool_calls] == [NO_OUTPUT_TEXT, "read 42"]
+    assert [c.output for c in reply.tool_calls] == [NO_OUTPUT_TEXT, "read 42\n"]
     assert set(Path(tempfile.gettempdir()).glob(f"gptoss-python-{os.getpid()}-*")) <= before
 
 

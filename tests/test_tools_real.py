@@ -189,7 +189,7 @@ def test_the_python_tool_computes_in_the_sandbox(trained: None) -> None:
         assert call.name == "python" and call.error is None and sent_back(reply)
         product = re.fullmatch(r"print\((\d+) \* (\d+)\)", call.arguments.strip())
         if product:  # the code the model was trained to write: what the sandbox printed
-            assert call.output == str(int(product[1]) * int(product[2]))
+            assert call.output == f"{int(product[1]) * int(product[2])}\n"  # as printed
     right = sum(T.is_correct(ex, r.final) for ex, r in replies)
     assert right >= 2, [(ex.user, r.final, r.tool_calls) for ex, r in replies]
 

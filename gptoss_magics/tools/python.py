@@ -248,11 +248,17 @@ def _outcome(result: RunResult, limit: int) -> ToolOutcome:
     error, cut_error = _clip((result.error or "").rstrip("\n"), limit // 2, "tail")
     value, cut_value = _clip(result.value or "", limit // 4, "head")
     room = max(limit - len(error) - len(value), limit // 4)
-    output, cut_output = _clip(result.output.rstrip("\n"), room)
+    body = result.output.rstrip("\n")
+    output, cut_output = _clip(body, room)
+    if not cut_output:  # what was printed, as printed: its final newline(s) too
+        output += result.output[len(body):]
     parts = [p for p in (output, value if result.value is not None else "", error) if p]
     if result.lost_state:
         parts.append(LOST_STATE_TEXT)
-    text = "\n".join(parts) or NO_OUTPUT_TEXT
+    text = ""
+    for part in parts:  # one part per line
+        text += ("\n" if text and not text.endswith("\n") else "") + part
+    text = text or NO_OUTPUT_TEXT
     truncated = cut_error or cut_value or cut_output or "bytes of output cut ...]" in output
     last = error.strip().splitlines()[-1] if error.strip() else None
     if last and last.startswith("Note: "):
