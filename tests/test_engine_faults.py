@@ -162,3 +162,25 @@ def test_a_raw_request_that_fails_a_step_leaves_the_others_running(engine: dict)
     assert again.finish_reason == alone.finish_reason
     assert len(eng.faults) == faults + 1
     assert gm.complete("Still there?", max_tokens=4).completion_tokens == 4
+
+
+@pytest.mark.engine
+def test_a_failing_request_leaves_a_background_map_running_and_cached(engine: dict,
+                                                                      tmp_path: Any) -> None:
+    """The issue's case: a background map is running when another request makes an engine
+    step fail. That request fails alone; the map finishes every row, and every row is in
+    the result cache (a second plan finds them all)."""
+    import pandas as pd
+
+    eng = current().engine
+    frame = pd.DataFrame({"q": [f"What is {i // 4} + {i % 40}?" for i in range(160)]})
+    options = {"effort": "low", "max_tokens": 64, "temperature": 0, "progress": False}
+    faults = len(eng.faults)
+    job = frame.gptoss.submit("{q}", **options)
+    [bad] = eng.generate([H.render_prompt("y")], unchecked(seed=2**64))
+    assert bad.finish_reason == "error" and "Overflow" in (bad.error or "")
+    out = job.result()
+    assert len(out) == len(frame) and out.notna().all()
+    assert not out.attrs["gptoss"].get("error_rows")
+    assert len(eng.faults) > faults and eng.alive  # steps that failed while it was found
+    assert frame.gptoss.plan("{q}", **options).cached == len(frame)

@@ -296,3 +296,15 @@ def test_resolve_model(folder: Path, tmp_path: Path) -> None:
         resolve_model(str(tmp_path))
     with pytest.raises(ModelNotFoundError, match="No model folder"):
         resolve_model(str(tmp_path / "nothing-here"))
+
+
+@pytest.mark.engine
+def test_a_real_load_names_the_full_fingerprint_in_every_answer(engine: dict) -> None:
+    """After a real load, an answer's provenance names the weights by the full SHA-256 of
+    their files, and says which kind of fingerprint it is."""
+    import gptoss_magics as gm
+
+    reply = gm.complete("Uppercase the word: river", effort="low", max_tokens=8, temperature=0)
+    provenance = reply.provenance
+    assert provenance["fingerprint_kind"] == "full-sha256"
+    assert provenance["weights_fingerprint"] == fingerprint(provenance["model_path"]).value

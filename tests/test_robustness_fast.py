@@ -216,6 +216,15 @@ BAD_MAP_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"examples": [1, 2]}, "examples"),
     ({"examples": pd.DataFrame({"q": ["x"]})}, "examples"),
     ({"on_eror": "mark"}, "did you mean 'on_error'"),
+    # the options later issues added: tools, the cascade, the cluster backend
+    ({"tools": 5}, "tools"),
+    ({"tools": [5]}, "tools"),
+    ({"max_tool_rounds": -1}, "max_tool_rounds"),
+    ({"max_tool_rounds": "many"}, "max_tool_rounds"),
+    ({"tool_timeout_s": -1}, "tool_timeout_s"),
+    ({"tool_calls": "yes"}, "tool_calls"),
+    ({"cascade": 5}, "cascade"),
+    ({"backend": 5}, "backend"),
 ]
 
 
