@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _scratch import scratch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGETS: tuple[int | None, ...] = (None, 0, 4, 8, 16, 24)
@@ -34,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=8, help="held-out prompts per task and effort")
     ap.add_argument("--max-tokens", type=int, default=200)
     args = ap.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    tmp = tempfile.mkdtemp(prefix="gptoss-budget-")
-    os.environ["TMPDIR"] = tmp  # vLLM leaves IPC sockets in the temporary folder
-    os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
-    tempfile.tempdir = None
+    scratch("gptoss-budget-")
 
     import gptoss_magics as gm
     from gptoss_magics.tiny import tasks as T

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _scratch import scratch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONS: dict[str, Any] = {"temperature": 0, "max_tokens": 256, "progress": False}
@@ -107,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=192)
     ap.add_argument("--target", type=float, default=0.95)
     args = ap.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    tmp = tempfile.mkdtemp(prefix="gptoss-cascade-")
-    os.environ["TMPDIR"] = tmp
-    os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
-    tempfile.tempdir = None
+    scratch("gptoss-cascade-")
 
     import gptoss_magics as gm
 

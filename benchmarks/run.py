@@ -41,6 +41,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _scratch import scratch
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -306,11 +308,7 @@ def main() -> int:
     ap.add_argument("--cache-reruns", type=int, default=1,
                     help="cache-hit reruns after each first run (the median of all counts)")
     args = ap.parse_args()
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    tmp = tempfile.mkdtemp(prefix="gptoss-bench-")
-    os.environ["TMPDIR"] = tmp  # vLLM leaves IPC sockets in the temporary folder
-    os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
-    tempfile.tempdir = None
+    scratch("gptoss-bench-")
 
     report: dict[str, Any] = {"machine": machine(), "config": vars(args),
                               "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]])}

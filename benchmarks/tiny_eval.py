@@ -31,7 +31,6 @@ import argparse
 import ast
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -40,6 +39,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from _scratch import scratch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATE = "2026-03-29"
@@ -271,11 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=RESULTS / "tiny_eval.json")
     ap.add_argument("--only", choices=("old", "multiply", "sum3"), action="append")
     args = ap.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    tmp = tempfile.mkdtemp(prefix="gptoss-tiny-eval-")
-    os.environ["TMPDIR"] = tmp  # vLLM leaves IPC sockets in the temporary folder
-    os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
-    tempfile.tempdir = None
+    scratch("gptoss-tiny-eval-")
 
     t0 = time.perf_counter()
     model = load(args.artifact)

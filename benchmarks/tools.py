@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _scratch import scratch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ASK = "What is {a} * {b}?"
@@ -104,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--effort", default="low")
     args = ap.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    tmp = tempfile.mkdtemp(prefix="gptoss-tools-bench-")
-    os.environ["TMPDIR"] = tmp  # vLLM leaves IPC sockets in the temporary folder
-    os.environ.setdefault("GPTOSS_MAGICS_CACHE", os.path.join(tmp, "cache"))
-    tempfile.tempdir = None
+    scratch("gptoss-tools-bench-")
 
     import pandas as pd
 

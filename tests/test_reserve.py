@@ -51,39 +51,38 @@ def test_background_rows_never_fill_the_engine() -> None:
         eng.close()
 
 
-def test_an_interactive_request_starts_at_once_while_rows_run() -> None:
-    eng = ScriptedEngine(long_script, max_num_seqs=8, reserve=2, step_s=0.002)
+def short_request_during_a_long_job(reserve: int, running: int) -> tuple[int, Any, dict]:
+    """64 long background rows on 8 slots with ``reserve`` kept free; once ``running`` of
+    them run, one short interactive request. (rows finished meanwhile, its answer, the
+    engine's scheduling figures after it)"""
+    eng = ScriptedEngine(long_script, max_num_seqs=8, reserve=reserve, step_s=0.002)
     try:
         bg = eng.submit([[1, i] for i in range(64)], LONG, priority=1)
-        while eng.scheduling()["background_in_flight"] < 6:
+        while eng.scheduling()["background_in_flight"] < running:
             pass
         before = rows_done(bg)
         answer = eng.generate([[2, 2]], SHORT)[0]
-        after = rows_done(bg)
-        assert len(answer.token_ids) == 8
-        # two steps for the short request; a background row needs a hundred
-        assert after - before == 0
-        assert eng.scheduling()["interactive_served"] == 1
+        finished = rows_done(bg) - before
+        stats = eng.scheduling()
         bg.abort()
+        return finished, answer, stats
     finally:
         eng.close()
+
+
+def test_an_interactive_request_starts_at_once_while_rows_run() -> None:
+    finished, answer, stats = short_request_during_a_long_job(reserve=2, running=6)
+    assert len(answer.token_ids) == 8
+    # two steps for the short request; a background row needs a hundred
+    assert finished == 0
+    assert stats["interactive_served"] == 1
 
 
 def test_without_a_reserve_the_request_waits_for_a_row() -> None:
     """What the reserve prevents: with every slot taken, the short request waits until
     a whole wave of rows has finished."""
-    eng = ScriptedEngine(long_script, max_num_seqs=8, reserve=0, step_s=0.002)
-    try:
-        bg = eng.submit([[1, i] for i in range(64)], LONG, priority=1)
-        while eng.scheduling()["background_in_flight"] < 8:
-            pass
-        before = rows_done(bg)
-        eng.generate([[2, 2]], SHORT)
-        after = rows_done(bg)
-        assert after - before >= 8
-        bg.abort()
-    finally:
-        eng.close()
+    finished, _, _ = short_request_during_a_long_job(reserve=0, running=8)
+    assert finished >= 8
 
 
 def test_two_background_jobs_share_the_slots_and_neither_starves() -> None:
