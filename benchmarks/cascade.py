@@ -1,6 +1,7 @@
 """The effort cascade against all-high on the same rows: reasoning tokens and accuracy.
 
     .venv/bin/python benchmarks/cascade.py [--calibration 96] [--rows 192] [--target 0.95]
+        [--artifact PATH] [--json PATH]
 
 On the trained tiny model (``tiny``), greedy, for each task it has: a cascade
 (``gm.Cascade(levels=["low", "high"])``, and ``["low", "medium"]`` for the sums, whose
@@ -106,13 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", type=int, default=96)
     ap.add_argument("--rows", type=int, default=192)
     ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--artifact", help="a candidate tiny artifact (tools/train_tiny.py --out) "
+                                       "instead of the shipped one")
+    ap.add_argument("--json", type=Path, default=RESULTS / "cascade.json")
     args = ap.parse_args(argv)
     scratch("gptoss-cascade-")
+
+    from tiny_eval import load
 
     import gptoss_magics as gm
 
     gm.settings().current_date = "2026-03-29"  # fixed prompts, so fixed greedy answers
-    gm.load("tiny")
+    model = load(args.artifact)
     n = args.calibration + args.rows
     sums = three_term_sums(n, 41)
     rows = [measure("three-term sums", sums, args.calibration, args.target, OPTIONS),
@@ -124,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), file=sys.stderr, flush=True)
     gm.unload()
     report = {"command": " ".join(["python benchmarks/cascade.py", *(argv or sys.argv[1:])]),
-              "model": "tiny", "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cascade.json").write_text(json.dumps(report, indent=1) + "\n")
+              "model": model, "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))
     return 0
 

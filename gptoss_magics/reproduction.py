@@ -116,8 +116,7 @@ def _recorded_calls(data: Mapping[str, Any]) -> list[ToolCall]:
                 not isinstance(call.get("error"), (str, type(None))):
             raise InvalidOptionError(f"a recorded tool call must have a name, an output text "
                                      f"and an error (or null), not {call!r:.80}")
-        out.append(ToolCall(call["name"], call.get("arguments"), call.get("result"),
-                            call.get("error"), 0.0, call.get("output", "")))
+        out.append(ToolCall.from_dict(call, latency=False))
     return out
 
 

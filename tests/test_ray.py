@@ -8,6 +8,7 @@ skipped only where Ray is not installed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -166,3 +167,51 @@ def test_a_replica_with_other_weights_is_refused(cluster: Any, tiny_path: Path,
     assert "fingerprint mismatch" in message and str(other) in message
     assert "shared storage" in message
     assert settings().cache_dir  # the driver is untouched
+
+
+@pytest.mark.parametrize("kind", ["function", "python"])
+def test_tools_run_on_the_replicas(cluster: Any, engine: dict, fresh_settings: GptOssSettings,
+                                   tmp_path: Path, kind: str) -> None:
+    """Each row's tool conversation runs on a replica (the function on its host, the
+    python tool in a sandbox there); answers and trails are the in-process ones."""
+    from gptoss_magics.tiny import read_artifact_meta
+    from gptoss_magics.tiny import tasks as T
+
+    if engine["model"] != "tiny" or "multiply" not in read_artifact_meta()["tasks"]:
+        pytest.skip("needs the trained tiny model, which calls tools")
+    fresh_settings.current_date = "2026-03-29"  # as the tiny model was trained
+    log = tmp_path / "calls.txt"
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return a * b
+
+    pairs = [tuple(int(n) for n in re.findall(r"\d+", ex.user))
+             for ex in T.held_out(6, seed=71, tasks=("multiply",), tools=kind)]
+    df = pd.DataFrame(pairs, columns=["a", "b"])
+    opts: dict[str, Any] = {"tools": [multiply] if kind == "function" else ["python"],
+                            "tool_calls": True, "temperature": 0, "max_tokens": 200,
+                            "progress": False, "cache": False}
+    here = df.gptoss.map("What is {a} * {b}?", **opts)
+    there = df.gptoss.map("What is {a} * {b}?", backend=backend(batch_size=4), **opts)
+    right = [str(a * b) for a, b in pairs]
+    assert sum(there["answer"].str.strip() == right) >= 0.8 * len(df), there
+    assert list(there["answer"]) == list(here["answer"])
+    assert list(there["error"]) == list(here["error"])
+
+    def trail(calls: Any) -> list[tuple[Any, ...]]:
+        return [(c["name"], c["arguments"], c["result"], c["error"], c["output"])
+                for c in calls or []]
+
+    assert [trail(t) for t in there["tool_calls"]] == [trail(t) for t in here["tool_calls"]]
+    assert sum(map(len, there["tool_calls"])) >= 0.8 * len(df)
+    info = there.attrs["gptoss"]
+    assert info["tools"] == here.attrs["gptoss"]["tools"]
+    assert sum(info["backend"]["rows_by_replica"].values()) == len(df)
+    if kind == "function":  # every call of the Ray map ran in a replica's process
+        pids = log.read_text().split()
+        driver = [p for p in pids if p == str(os.getpid())]
+        replicas = [p for p in pids if p != str(os.getpid())]
+        assert len(driver) == len(replicas) == sum(map(len, there["tool_calls"]))

@@ -540,3 +540,33 @@ def test_a_conversation_can_be_driven_by_hand(scripted: ScriptedEngine) -> None:
             assert isinstance(call, ToolCall) and call.result == 1.0821
     conv.close()
     assert conv.done and len(conv.rounds) == 2 and conv.rounds[-1].parsed.final == "rate 1.0821"
+
+
+def test_a_conversation_record_replays_without_running_a_tool(scripted: ScriptedEngine
+                                                              ) -> None:
+    """What a Ray replica sends back: the rebuilt conversation is the one that ran, and
+    rebuilding it calls nothing."""
+    ran: list[int] = []
+
+    def fx(base: str, quote: str, date: str) -> float:
+        """Closing FX rate."""
+        ran.append(1)
+        return 1.0821
+
+    scripted.script = tool_script(FX_ARGS, name="functions.fx", calls=2)
+    tools = resolve_tools([fx])
+    prompt = [200006, 17360, 200008, 200007]
+    conv = Conversation(prompt, tools, max_rounds=1)
+    sampling = Sampling(max_tokens=64)
+    while (ids := conv.next_prompt()) is not None:
+        conv.feed(scripted.generate([ids], sampling)[0])
+    conv.close()
+    assert len(ran) == 1 and conv.limit_hit  # one call ran, the second was refused
+    record = json.loads(json.dumps(conv.record()))
+    again = Conversation.replayed(prompt, tools, record, max_rounds=1)
+    assert len(ran) == 1
+    assert again.transcript_ids == conv.transcript_ids and again.done and again.limit_hit
+    assert again.calls == conv.calls  # latencies included: the replica's own
+    assert (again.analysis(), again.completion_tokens, again.result_tokens) == \
+        (conv.analysis(), conv.completion_tokens, conv.result_tokens)
+    assert again.elapsed_s == conv.elapsed_s

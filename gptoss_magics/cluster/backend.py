@@ -13,6 +13,7 @@ weights folder (its fingerprint checked against the driver's before it serves).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,27 @@ class RayBackend:
         return Session(engine, label, Path(path), tiny, fp.value, now, now, fp.kind)
 
 
-def backend_session(backend: Any) -> Session:
-    """The session a map's ``backend=`` option stands for (checked)."""
+def check_tools(tools: Sequence[Any]) -> None:
+    """Raise :class:`InvalidOptionError` for a tool that cannot travel to the replicas
+    (Ray pickles them, a notebook's functions by value)."""
+    ray = require_ray()
+    for tool in tools:
+        try:
+            ray.cloudpickle.dumps(tool)
+        except Exception as exc:
+            name = getattr(tool, "recipient", type(tool).__name__)
+            raise InvalidOptionError(
+                f"the tool {name} cannot be sent to the Ray replicas ({type(exc).__name__}: "
+                f"{str(exc)[:120]}): open connections and files inside the function, not "
+                "around it") from None
+
+
+def backend_session(backend: Any, tools: Sequence[Any] = ()) -> Session:
+    """The session a map's ``backend=`` option stands for (checked, with the map's
+    ``tools``)."""
     if not isinstance(backend, RayBackend):
         raise InvalidOptionError("backend must be a gptoss_magics.RayBackend(...) (or None: "
                                  f"the loaded model), not {type(backend).__name__}")
+    if tools:
+        check_tools(tools)
     return backend.open()

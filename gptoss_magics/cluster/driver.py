@@ -111,16 +111,29 @@ class RayEngine:
             raise InvalidOptionError("a RayBackend cannot stream: it serves maps")
         samplings = [sampling] * len(prompts) if isinstance(sampling, Sampling) \
             else list(sampling)
-        lists = [list(p) for p in prompts]
-        run = _Run(self, lists, samplings)
-        job = Job([len(p) for p in lists], on_abort=lambda _job: run.abort())
+        return self._start(_Run(self, [list(p) for p in prompts], samplings))
+
+    def submit_conversations(self, prompts: Sequence[Sequence[int]], sampling: Sampling, *,
+                             tools: Sequence[Any], max_rounds: int, timeout_s: float) -> Job:
+        """Start a pipeline whose replicas run each prompt's tool conversation to its end
+        (the tools travel to them, pickled by Ray); each request's Completion is the
+        conversation's last round, with the whole conversation's record
+        (``Completion.conversation``)."""
+        run = _Run(self, [list(p) for p in prompts], [sampling] * len(prompts),
+                   {"tools": tuple(tools), "max_rounds": max_rounds, "timeout_s": timeout_s})
+        return self._start(run)
+
+    def _start(self, run: _Run) -> Job:
+        job = Job([len(p) for p in run.prompts], on_abort=lambda _job: run.abort())
         run.job = job
         threading.Thread(target=run.serve, name="gptoss-ray-map", daemon=True).start()
         return job
 
     # ------------------------------------------------------------------ the pipeline
-    def dataset(self, prompts: list[list[int]], samplings: list[Sampling]) -> Any:
-        """The Ray Data pipeline: blocks of ``batch_size`` rows through the replicas."""
+    def dataset(self, prompts: list[list[int]], samplings: list[Sampling],
+                tools: dict[str, Any] | None = None) -> Any:
+        """The Ray Data pipeline: blocks of ``batch_size`` rows through the replicas
+        (``tools``: the replicas run tool conversations, see :class:`Replica`)."""
         import pandas as pd
         import ray
 
@@ -136,7 +149,7 @@ class RayEngine:
         return ds.map_batches(
             Replica, batch_size=None, batch_format="pandas",
             fn_constructor_kwargs={"path": self.path, "fingerprint": self.fingerprint,
-                                   "engine_args": self.engine_args},
+                                   "engine_args": self.engine_args, **(tools or {})},
             compute=ray.data.ActorPoolStrategy(size=b.replicas,
                                                max_tasks_in_flight_per_actor=1),
             num_cpus=b.cpus_per_replica, num_gpus=self.gpus,
@@ -144,7 +157,7 @@ class RayEngine:
 
     def record(self, out: dict[str, Any]) -> None:
         """Count one row served by the replica ``out`` names."""
-        self._tokens += len(out["token_ids"])
+        self._tokens += int(out.get("tokens", len(out["token_ids"])))
         self.by_replica[out["replica"]] = self.by_replica.get(out["replica"], 0) + 1
         self.by_node[out["node"]] = self.by_node.get(out["node"], 0) + 1
         self.hosts.add(out["host"])
@@ -157,8 +170,9 @@ class _Run:
     """One job's pipeline, read on its own thread."""
 
     def __init__(self, engine: RayEngine, prompts: list[list[int]],
-                 samplings: list[Sampling]) -> None:
+                 samplings: list[Sampling], tools: dict[str, Any] | None = None) -> None:
         self.engine, self.prompts, self.samplings = engine, prompts, samplings
+        self.tools = tools
         self.job: Job | None = None
         self.lock = threading.Lock()
         self.left = set(range(len(prompts)))
@@ -182,7 +196,8 @@ class _Run:
         assert self.job is not None
         batches: Any = None
         try:
-            batches = self.engine.dataset(self.prompts, self.samplings).iter_batches(
+            batches = self.engine.dataset(self.prompts, self.samplings,
+                                          self.tools).iter_batches(
                 batch_size=None, batch_format="pandas", prefetch_batches=0)
             for batch in batches:
                 with self.lock:
@@ -214,7 +229,7 @@ class _Run:
                           finish_reason=out["finish_reason"],
                           prompt_tokens=out["prompt_tokens"], latency_s=out["latency_s"],
                           first_token_s=out["first_token_s"], error=out["error"],
-                          logprobs=out["logprobs"])
+                          logprobs=out["logprobs"], conversation=out.get("conversation"))
         self.job.events.put(Event(index, [], done))
 
 

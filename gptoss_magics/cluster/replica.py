@@ -45,13 +45,21 @@ def check_fingerprint(path: str, expected: str, host: str) -> None:
 
 
 class Replica:
-    """A Ray Data callable class: one vLLM engine serving batches of token prompts."""
+    """A Ray Data callable class: one vLLM engine serving batches of token prompts.
 
-    def __init__(self, path: str, fingerprint: str, engine_args: dict[str, Any]) -> None:
+    With ``tools`` (a map with tools; Ray pickles them, functions by value) each prompt
+    is a tool conversation that runs here to its end, interleaved on this replica's
+    engine as in-process (:class:`~gptoss_magics.tools.interleave.Interleaver`): the
+    function tools and the python tool's sandbox run on this replica's host."""
+
+    def __init__(self, path: str, fingerprint: str, engine_args: dict[str, Any],
+                 tools: tuple[Any, ...] = (), max_rounds: int = 8,
+                 timeout_s: float = 60.0) -> None:
         from ..engine import Engine
 
         self.host = socket.gethostname()
         check_fingerprint(path, fingerprint, self.host)
+        self.tools, self.max_rounds, self.timeout_s = tuple(tools), max_rounds, timeout_s
         self.engine = Engine.start(path, **engine_args)
         actor, self.node = _ray_ids()
         self.name = f"{actor}/{os.getpid()}"
@@ -63,15 +71,38 @@ class Replica:
 
         prompts = [json.loads(p) for p in batch["prompt"]]
         samplings = [sampling_from_json(s) for s in batch["sampling"]]
-        done = self.engine.generate(prompts, samplings)
-        return pd.DataFrame({"index": list(batch["index"]),
-                             "completion": [self._json(c) for c in done]})
+        if self.tools:
+            out = self._converse(prompts, samplings[0])
+        else:
+            out = [self._json(c) for c in self.engine.generate(prompts, samplings)]
+        return pd.DataFrame({"index": list(batch["index"]), "completion": out})
 
-    def _json(self, c: Completion) -> str:
+    def _converse(self, prompts: list[list[int]], sampling: Sampling) -> list[str]:
+        """Run each prompt's tool conversation to its end; each one's last round, with
+        the conversation's record."""
+        from ..tools import Conversation
+        from ..tools.interleave import Interleaver
+
+        convs = {i: Conversation(p, self.tools, max_rounds=self.max_rounds,
+                                 timeout_s=self.timeout_s) for i, p in enumerate(prompts)}
+        failures: dict[int, str | None] = {}
+        Interleaver(self.engine, convs, sampling, failures.__setitem__).run()
+        out = []
+        for i, conv in convs.items():
+            record = dict(conv.record(), failure=failures.get(i))
+            last = conv.rounds[-1].completion
+            out.append(self._json(last, conversation=record,
+                                  tokens=conv.completion_tokens))
+        return out
+
+    def _json(self, c: Completion, conversation: dict[str, Any] | None = None,
+              tokens: int | None = None) -> str:
         return json.dumps({
             "token_ids": c.token_ids, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "latency_s": c.latency_s,
             "first_token_s": c.first_token_s, "error": c.error, "logprobs": c.logprobs,
+            "conversation": conversation,
+            "tokens": len(c.token_ids) if tokens is None else tokens,
             "replica": self.name, "node": self.node, "host": self.host,
             "vllm": self.engine.info.get("vllm")})
 

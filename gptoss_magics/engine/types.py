@@ -85,6 +85,9 @@ class Completion:
     error: str | None = None
     #: log-probability of each generated token (when the sampling asked for them)
     logprobs: list[float] | None = None
+    #: a tool conversation that ran where the engine is (a Ray replica), as
+    #: ``Conversation.record()`` wrote it; this completion is its last round
+    conversation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -115,7 +118,13 @@ class EngineProtocol(Protocol):
 
     ``info`` is a dict with the keys ``model``, ``vllm``, ``device``, ``dtype``,
     ``max_model_len``, ``multiprocess``, ``load_s``, ``reasoning_budget`` (per-request
-    reasoning budgets are supported) and ``priority`` (priorities are honoured)."""
+    reasoning budgets are supported) and ``priority`` (priorities are honoured).
+
+    An engine that runs tool conversations itself, where it generates (a Ray cluster's
+    ``RayEngine``), also has ``submit_conversations(prompts, sampling, *, tools,
+    max_rounds, timeout_s) -> Job``: each request's Completion is a conversation's last
+    round with its record in ``Completion.conversation``. A map with tools uses it when
+    it is there, and otherwise interleaves the conversations over :meth:`submit`."""
 
     info: dict[str, Any]
 

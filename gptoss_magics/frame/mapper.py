@@ -122,11 +122,9 @@ class RowMapper:
         resolved = Options.resolve(**prompt)
         if backend is None:
             return cls(frame, template_text, resolved, spec)
-        if resolved.tools:
-            raise InvalidOptionError("tools do not run on a RayBackend yet: map with tools on "
-                                     "the model loaded here (leave backend unset)")
         check_frame(frame, template_text)  # a bad template fails before Ray starts
-        return cls(frame, template_text, resolved, spec, session=backend_session(backend))
+        return cls(frame, template_text, resolved, spec,
+                   session=backend_session(backend, resolved.tools))
 
     @property
     def session(self) -> Session:

@@ -1,11 +1,10 @@
-"""Tool conversations for the rows of a map, interleaved on the engine's continuous batch.
+"""Tool conversations for the rows of a map.
 
-Every row's conversation goes on by itself. The first prompts of all rows go to the
-engine in one job; when a row's completion calls a tool, the call runs on a bounded
-thread pool, and as soon as its result is back the row's continuation goes to the engine
-as a new request, next to whatever is running: a row waiting for a slow tool holds no
-other row back, and no row waits for a round of the others. Continuation is by token
-extension, so the engine's prefix cache reuses each row's earlier rounds.
+Every row's conversation goes on by itself, on the engine's continuous batch
+(:mod:`gptoss_magics.tools.interleave`): a row waiting for a slow tool holds no other
+row back, and no row waits for a round of the others. On a Ray cluster each replica
+runs its rows' conversations the same way on its own engine, and each finished
+conversation comes back as a record that is replayed here.
 
 A row ends like a row without tools (its answer, value, flags and error come from its
 last round), with the reasoning and token counts of its whole chain and its trail of
@@ -13,34 +12,23 @@ calls (``RowResult.tool_calls``, plain data that the result cache keeps: a cache
 replays its trail and calls nothing). A row whose last call failed has that error; it
 is not cached. A row whose answer fails its schema is tried once more from the start, as
 without tools (its calls run again). An interrupt, a cancel or an engine failure aborts
-every outstanding request and abandons the pending calls (their threads finish on their own, their
-results are ignored); the rows finished so far are kept.
+every outstanding request and abandons the pending calls (their threads finish on their
+own, their results are ignored); the rows finished so far are kept.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..engine import Completion, Job, Sampling
-from ..errors import CancelledError
+from ..engine import Sampling
 from ..options import Options
 from ..reply import read_completion
 from ..tools import Conversation, tools_identity
+from ..tools.interleave import WORKERS, Interleaver
 from .result import RowResult
 
 if TYPE_CHECKING:
     from .generation import Generation
-
-#: tool calls that run at once (per map)
-WORKERS = 8
-#: how often the driver looks at the engine and the tools while both have work out (s)
-POLL_S = 0.002
-#: how long it waits on a single source (the engine alone, or the tools alone)
-WAIT_S = 0.05
 
 
 def tools_key(options: Options) -> dict[str, Any] | None:
@@ -78,126 +66,64 @@ def conversation_row(conv: Conversation, options: Options, sampling: Sampling
     return res, retry
 
 
-@dataclass
-class _Submitted:
-    job: Job
-    rows: list[int]  # the row (index into the map's prompts) of each request
-
-
 class ToolRows:
-    """One pass over ``batch`` (indices of the map's distinct prompts) with tools: the
-    interleaving driver (see the module docstring). :meth:`run` returns the rows whose
-    schema answer failed, for one more try, as the pass without tools does."""
+    """One pass over ``batch`` (indices of the map's distinct prompts) with tools.
+    :meth:`run` returns the rows whose schema answer failed, for one more try, as the
+    pass without tools does.
+
+    On the loaded engine the rows' conversations interleave here
+    (:class:`~gptoss_magics.tools.interleave.Interleaver`). An engine that runs
+    conversations itself (a Ray cluster: ``submit_conversations``) gets the rows' first
+    prompts and the tools, and sends back each row's whole conversation, rebuilt here
+    from its record (:meth:`Conversation.replayed`: no tool runs twice)."""
 
     def __init__(self, gen: Generation, batch: list[int], sampling: Sampling,
                  first: bool) -> None:
         m = gen.m
         self.gen, self.m, self.sampling, self.first = gen, m, sampling, first
-        self.convs = {i: Conversation(gen.ids[i], m.options.tools,
-                                      max_rounds=m.options.max_tool_rounds,
-                                      timeout_s=m.options.tool_timeout_s) for i in batch}
-        self.jobs: list[_Submitted] = []
-        self.ready: queue.SimpleQueue[int] = queue.SimpleQueue()  # rows whose call ran
-        self.calling: set[int] = set()  # rows whose call is on the pool
-        self.broken: dict[int, BaseException] = {}  # rows whose call raised (a bug)
+        self.batch = batch
+        self.convs = {i: self._conversation(gen.ids[i]) for i in batch}
         self.retry: list[int] = []
-        self.pool: ThreadPoolExecutor | None = None
 
-    # ------------------------------------------------------------------ the loop
+    def _conversation(self, prompt_ids: list[int], record: dict[str, Any] | None = None
+                      ) -> Conversation:
+        o = self.m.options
+        if record is not None:
+            return Conversation.replayed(prompt_ids, o.tools, record,
+                                         max_rounds=o.max_tool_rounds,
+                                         timeout_s=o.tool_timeout_s)
+        return Conversation(prompt_ids, o.tools, max_rounds=o.max_tool_rounds,
+                            timeout_s=o.tool_timeout_s)
+
     def run(self) -> list[int]:
+        engine = self.m.session.engine
+        remote = getattr(engine, "submit_conversations", None)
+        if remote is None:
+            Interleaver(engine, self.convs, self.sampling, self._finish,
+                        priority=self.m.priority, cancel=self.m.cancel).run()
+            return self.retry
+        o = self.m.options
+        job = remote([self.gen.ids[i] for i in self.batch], self.sampling, tools=o.tools,
+                     max_rounds=o.max_tool_rounds, timeout_s=o.tool_timeout_s)
         try:
-            self._submit(list(self.convs))
-            while self.jobs or self.calling:
-                if self.m.cancel is not None and self.m.cancel.is_set():
-                    raise CancelledError("cancelled")
-                moved = self._read_engine()
-                moved = self._continue() or moved
-                if not moved:
-                    self._wait()
+            for event in job.iter_events(cancel=self.m.cancel):
+                done = event.done
+                if done is None:
+                    continue
+                row = self.batch[done.index]
+                record = done.conversation
+                if record is not None:
+                    self.convs[row] = self._conversation(self.gen.ids[row], record)
+                else:  # a row the cluster could not run (aborted, or the map stopped)
+                    self.convs[row].feed(done, run=False)
+                    self.convs[row].stop()
+                self._finish(row, None if record is None else record.get("failure"))
         except BaseException:
-            self._abort()
+            job.abort()
             raise
-        finally:
-            if self.pool is not None:  # abandon calls still running: they are ignored
-                self.pool.shutdown(wait=False, cancel_futures=True)
-            for conv in self.convs.values():
-                conv.close()
         return self.retry
 
-    def _submit(self, rows: list[int]) -> None:
-        """Send the next prompt of ``rows`` to the engine, as one job."""
-        prompts = [self.convs[i].next_prompt() for i in rows]
-        todo = [(i, p) for i, p in zip(rows, prompts, strict=True) if p is not None]
-        if todo:
-            job = self.m.session.engine.submit([p for _, p in todo], self.sampling,
-                                               priority=self.m.priority)
-            self.jobs.append(_Submitted(job, [i for i, _ in todo]))
-
-    def _read_engine(self) -> bool:
-        """Take every event that has arrived (without waiting); True when any did."""
-        moved = False
-        for sub in list(self.jobs):
-            while (event := sub.job.poll()) is not None:
-                moved = True
-                if event.done is not None:
-                    self._completed(sub.rows[event.done.index], event.done)
-            if sub.job.finished:
-                self.jobs.remove(sub)
-        return moved
-
-    def _wait(self) -> None:
-        """Block briefly on whichever source has work out."""
-        if self.calling:
-            with contextlib.suppress(queue.Empty):  # put back: _continue takes it
-                self.ready.put(self.ready.get(timeout=POLL_S if self.jobs else WAIT_S))
-        elif self.jobs:
-            sub = self.jobs[0]
-            event = sub.job.poll(POLL_S if len(self.jobs) > 1 else WAIT_S)
-            if event is not None and event.done is not None:
-                self._completed(sub.rows[event.done.index], event.done)
-
-    # ------------------------------------------------------------------ rows
-    def _completed(self, row: int, completion: Completion) -> None:
-        """A row's round ended: run its call, or finish the row."""
-        conv = self.convs[row]
-        if conv.feed(completion, run=False) is None:
-            self._finish(row)
-            return
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(max_workers=WORKERS,
-                                           thread_name_prefix="gptoss-map-tools")
-        self.calling.add(row)
-        self.pool.submit(self._call, row)
-
-    def _call(self, row: int) -> None:
-        """On the pool: run a row's pending call, then hand the row back."""
-        try:
-            self.convs[row].run_pending()
-        except BaseException as exc:  # run_pending never raises for a failing tool
-            self.broken[row] = exc
-        finally:
-            self.ready.put(row)
-
-    def _continue(self) -> bool:
-        """Send the continuations of the rows whose calls are back, in one job."""
-        rows: list[int] = []
-        while True:
-            try:
-                rows.append(self.ready.get_nowait())
-            except queue.Empty:
-                break
-        if not rows:
-            return False
-        self.calling.difference_update(rows)
-        for row in [r for r in rows if r in self.broken]:
-            rows.remove(row)
-            self.convs[row].stop()
-            exc = self.broken.pop(row)
-            self._finish(row, f"the tool loop failed: {type(exc).__name__}: {exc}")
-        self._submit(rows)
-        return True
-
-    def _finish(self, row: int, failure: str | None = None) -> None:
+    def _finish(self, row: int, failure: str | None) -> None:
         conv = self.convs[row]
         conv.close()
         res, retry = conversation_row(conv, self.m.options, self.sampling)
@@ -209,15 +135,6 @@ class ToolRows:
             return
         self.gen._finish(row, res)
 
-    # ------------------------------------------------------------------ stopping
-    def _abort(self) -> None:
-        """Abort every outstanding request and stop every conversation."""
-        for sub in self.jobs:
-            sub.job.abort()  # returns once the engine has let go of the job's requests
-        for conv in self.convs.values():
-            conv.stop()
-        self.calling.clear()
-
 
 def run_tool_rows(gen: Generation, batch: list[int], sampling: Sampling,
                   first: bool) -> list[int]:
@@ -225,5 +142,4 @@ def run_tool_rows(gen: Generation, batch: list[int], sampling: Sampling,
     return ToolRows(gen, batch, sampling, first).run()
 
 
-__all__ = ["POLL_S", "WORKERS", "ToolRows", "conversation_row", "run_tool_rows",
-           "tools_key"]
+__all__ = ["WORKERS", "ToolRows", "conversation_row", "run_tool_rows", "tools_key"]

@@ -7,6 +7,7 @@ magics; the engine never sees them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,6 +53,13 @@ class ToolCall:
                 result = repr(result)
         return {"name": self.name, "arguments": self.arguments, "result": result,
                 "error": self.error, "latency_s": self.latency_s, "output": self.output}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, latency: bool = True) -> ToolCall:
+        """The call :meth:`to_dict` wrote (``latency=False``: its latency as 0)."""
+        return cls(data["name"], data.get("arguments"), data.get("result"), data.get("error"),
+                   float(data.get("latency_s") or 0.0) if latency else 0.0,
+                   data.get("output", ""))
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import harmony
@@ -165,6 +165,36 @@ class Conversation:
         for session in sessions.values():
             with contextlib.suppress(Exception):  # a tool that cannot close loses nothing
                 session.close()
+
+    # ------------------------------------------------------------------ elsewhere
+    def record(self) -> dict[str, Any]:
+        """Plain data for :meth:`replayed` (JSON-serialisable): every round's completion,
+        every call and the time taken. A conversation run where the engine is (a Ray
+        replica) travels back to the map this way."""
+        return {"rounds": [asdict(r.completion) for r in self.rounds],
+                "calls": [c.to_dict() for c in self.calls], "elapsed_s": self.elapsed_s,
+                "aborted": self.aborted}
+
+    @classmethod
+    def replayed(cls, prompt_ids: Sequence[int], tools: Sequence[Tool], record: dict[str, Any],
+                 *, max_rounds: int = MAX_ROUNDS, timeout_s: float = TIMEOUT_S
+                 ) -> Conversation:
+        """The conversation :meth:`record` describes, rebuilt here by feeding its rounds
+        and replaying its calls' recorded results (no tool runs): the same state, rounds,
+        calls (with their latencies) and transcript as where it ran."""
+        from ..engine.types import Completion
+
+        calls = [ToolCall.from_dict(c) for c in record["calls"]]
+        conv = cls(prompt_ids, tools, max_rounds=max_rounds, timeout_s=timeout_s,
+                   replay=calls)
+        for data in record["rounds"]:
+            conv.feed(Completion(**data), run=False)
+            if conv.pending is not None:
+                conv.run_pending()
+        conv.calls = calls[:len(conv.calls)]
+        conv.elapsed_s = float(record["elapsed_s"])
+        conv.aborted = bool(record.get("aborted"))
+        return conv
 
     # ------------------------------------------------------------------ calls
     def _run(self, pending: PendingCall) -> ToolOutcome:

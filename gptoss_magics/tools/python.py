@@ -72,11 +72,19 @@ class PythonTool:
         self.files = check_files(files or {})
         self.approve = approve
         self.allow_network = bool(allow_network)
+        self.allow_host_files = bool(allow_host_files)
         self.limits = Limits(int(memory_mb), float(cpu_s), int(max_processes),
                              int(max_file_mb), int(max_output_chars))
         self._bwrap, self._isolate_network = _choose_mode(self.allow_network,
                                                           bool(allow_host_files))
         _sweep_stale()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled on another machine (a Ray replica): isolate the code as that
+        machine allows, or refuse there as :meth:`__init__` would."""
+        self.__dict__.update(state)
+        self._bwrap, self._isolate_network = _choose_mode(self.allow_network,
+                                                          self.allow_host_files)
 
     @property
     def recipient(self) -> str:
