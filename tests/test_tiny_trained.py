@@ -304,7 +304,7 @@ def _play_tool_rounds(engine: dict, tools: str, recipient: str) -> tuple[
     """Held-out products with ``tools`` declared: the first completions' last messages,
     then, for each right call, the answer after the true result."""
     _needs_trained(engine)
-    examples = T.held_out(4, seed=41, tasks=("multiply",), tools=tools)
+    examples = T.held_out(10, seed=41, tasks=("multiply",), tools=tools)
     prompts = [T.prompt_ids(ex, "2026-03-29") for ex in examples]
     calls = []
     follow = []
