@@ -18,6 +18,7 @@ from typing import Any
 
 from ..engine.types import Completion, Sampling
 from ..errors import ModelFolderError
+from ..tools.loop import MAX_ROUNDS, TIMEOUT_S
 
 #: begins the one line the driver shows when a replica's weights differ from its own
 MISMATCH = "weights fingerprint mismatch:"
@@ -53,8 +54,8 @@ class Replica:
     function tools and the python tool's sandbox run on this replica's host."""
 
     def __init__(self, path: str, fingerprint: str, engine_args: dict[str, Any],
-                 tools: tuple[Any, ...] = (), max_rounds: int = 8,
-                 timeout_s: float = 60.0) -> None:
+                 tools: tuple[Any, ...] = (), max_rounds: int = MAX_ROUNDS,
+                 timeout_s: float = TIMEOUT_S) -> None:
         from ..engine import Engine
 
         self.host = socket.gethostname()
