@@ -241,9 +241,10 @@ def _cascade(per: dict[str, list[tuple[bool, float, int]]], to: str,
             right.append(up[0])
         else:
             right.append(low[0])
-    base_tokens = sum(r[2] for r in per["high"])
+    high = per["high"]
+    base_tokens = sum(r[2] for r in high)
     return {"to": to, "threshold": round(threshold, 4), "escalated": escalated,
-            "accuracy": pct(right), "all_high_accuracy": pct([r[0] for r in per["high"]]),
+            "accuracy": pct(right), "all_high_accuracy": pct([r[0] for r in high]),
             "reasoning_tokens": tokens, "all_high_tokens": base_tokens,
             "token_ratio": round(base_tokens / max(tokens, 1), 2)}
 
@@ -256,12 +257,15 @@ def cascades(per: dict[str, list[tuple[bool, float, int]]]) -> list[dict[str, An
 
 def best_cascades(per: dict[str, list[tuple[bool, float, int]]]) -> list[dict[str, Any]]:
     """The most any single threshold saves on these rows for at most 1 point of accuracy
-    below all-high: the ceiling for a threshold learnt on other rows (``gm.Cascade``)."""
+    below all-high: the ceiling for a threshold learnt on other rows (``gm.Cascade``). A
+    level with no such threshold (it is itself more than 1 point below all-high) is left
+    out."""
     out = []
     for to in ("medium", "high"):
         tried = [_cascade(per, to, t) for t in sorted({r[1] for r in per["low"]} | {1.01})]
         fit = [c for c in tried if c["all_high_accuracy"] - c["accuracy"] <= 1.0]
-        out.append(max(fit, key=lambda c: c["token_ratio"]))
+        if fit:
+            out.append(max(fit, key=lambda c: c["token_ratio"]))
     return out
 
 
