@@ -23,6 +23,7 @@ from __future__ import annotations
 import _thread
 import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +48,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 (_ROOT / "tmp").mkdir(parents=True, exist_ok=True)
 tempfile.tempdir = None  # re-read TMPDIR
+
+
+def _remove_root(root: Path = _ROOT, own: bool = not os.environ.get("GPTOSS_TEST_ROOT")
+                 ) -> None:
+    """The run's folder (3.5 GB with its expanded models) goes when the run ends, so that
+    repeated runs do not fill the disk; a folder named by GPTOSS_TEST_ROOT stays."""
+    if own:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+atexit.register(_remove_root)  # registered first, so it runs after every other exit hook
 
 #: the model the shared engine runs (override with GPTOSS_TEST_MODEL, e.g. tiny-random)
 TEST_MODEL = os.environ.get("GPTOSS_TEST_MODEL", "tiny")
