@@ -15,7 +15,7 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -240,9 +240,61 @@ def test_low_effort_sums_are_a_coin_flip_when_the_units_carry() -> None:
     right = sum(ex.final == ex.answer for ex in carrying)
     assert 0.35 * len(carrying) < right < 0.65 * len(carrying)
     assert all(ex.final == ex.answer for ex in low if ex not in carrying)
+    # low effort writes the column sums, and flags a carry it does not work
+    assert all(ex.analysis.endswith(f"={ex.answer[:-1]}.") for ex in low if ex not in carrying)
+    assert all(ex.analysis.endswith(": carry?") for ex in carrying)
     for effort in ("medium", "high"):
         assert all(ex.final == ex.answer for ex in
                    (T.make_example(rng, "train", "sum3", effort) for _ in range(100)))
+
+
+def test_sums_are_written_as_the_tens_total_then_the_units_digit() -> None:
+    """A sum's answer (low effort's coin flip too) is two tokens, each a copy of what the
+    reasoning wrote: the tens column's total, then the units digit; so the tiny model
+    never has to recall one o200k token for each of 270 sums. Other text is as o200k
+    encodes it."""
+    enc = H.encoding()
+    rng = random.Random(6)
+    for effort in T.EFFORTS:
+        for _ in range(40):
+            ex = T.make_example(rng, "train", "sum3", effort)
+            a, b, c = map(int, re.findall(r"\d+", ex.user))
+            ids = T.completion_ids(ex)
+            assert H.parse_completion(ids).final == ex.final
+            answer = [enc.decode([i]) for i in T.cut_completion(ex, 0)[1]]
+            assert answer == [ex.final[:-1], ex.final[-1], "<|return|>"]
+            reasoning = [enc.decode([i]).strip() for i in T.analysis_ids(ex)]
+            assert enc.decode(T.analysis_ids(ex)) == ex.analysis
+            if effort != "low":
+                at = reasoning.index("Answer") + 3
+                assert reasoning[at:at + 2] == answer[:2]
+            elif not arith.sum3_carries(a, b, c):
+                assert answer[0] == reasoning[-2] and answer[1] in reasoning
+    other = T.make_example(rng, "train", "add", "medium")
+    assert T.completion_ids(other) == list(enc.encode(
+        T.completion_text(other.analysis, other.final), allowed_special="all"))
+    with pytest.raises(ValueError, match="two digits"):
+        T.written_ids(replace(other, split=("7",)), "7")
+
+
+def test_training_sums_practise_the_rare_column_sums() -> None:
+    """A quarter of the training sums have uniform column sums, so units sums of 1 or less
+    and tens sums of 22 or more are more common in training than in the held-out sums,
+    which keep uniform operands."""
+    rng = random.Random(5)
+
+    def columns(examples: list[T.Example]) -> tuple[list[int], list[int]]:
+        ops = [[int(n) for n in re.findall(r"\d+", ex.user)] for ex in examples]
+        return [sum(n % 10 for n in o) for o in ops], [sum(n // 10 for n in o) for o in ops]
+
+    def share(xs: list[int], rare: Callable[[int], bool]) -> float:
+        return sum(map(rare, xs)) / len(xs)
+
+    units, tens = columns([T.make_example(rng, "train", "sum3", "low") for _ in range(2000)])
+    assert set(tens) == set(range(3, 28)) and set(units) == set(range(28))
+    held_units, held_tens = columns(T.held_out(300, seed=303, tasks=("sum3",)))
+    assert share(tens, lambda t: t >= 22) > 1.5 * share(held_tens, lambda t: t >= 22)
+    assert share(units, lambda u: u <= 1) > 2.5 * share(held_units, lambda u: u <= 1)
 
 
 def test_examples_have_checkable_answers() -> None:

@@ -1,7 +1,7 @@
 """Train the embedded tiny gpt-oss on synthetic harmony transcripts (CPU, offline).
 
-    .venv/bin/python tools/train_tiny.py [--steps 1150] [--polish-steps 0] [--seed 0]
-        [--out gptoss_magics/data/tiny-harmony.safetensors]
+    .venv/bin/python tools/train_tiny.py [--steps 1150] [--batch 44] [--seed 4]
+        [--polish-steps 0] [--out gptoss_magics/data/tiny-harmony.safetensors]
 
 The model is a real ``GptOssForCausalLM`` (``gptoss_magics.tiny.TRAINED_ARCH``) with
 the exact o200k_harmony vocabulary of 201,088 ids, trained on the toy tasks of
@@ -21,7 +21,7 @@ assumption: an unused id has logit exactly 0, so the unused ids together contrib
 
 The loss covers the completion tokens only (the prompt is context). Recipe: AdamW (0.9,
 0.98), lr 4e-3 with 30 warm-up steps and a cosine decay to 10%, gradient clip 1.0, 1150
-batches of 48 conversations (``tiny_tasks.TRAIN_MIX``) in fp32 on one thread. The default
+batches of 44 conversations (``tiny_tasks.TRAIN_MIX``, seed 4) in fp32 on one thread. The default
 command writes the shipped artifact byte for byte. ``--polish-steps N`` adds a polishing
 phase from that model's bf16 artifact, on fresh data (seed + 1): lr 1e-3, same schedule,
 N batches of 48 (the model shipped before had 300; it took 16.1 CPU-minutes in all and was
@@ -29,8 +29,8 @@ no better on the tasks' targets).
 Each batch runs as length-sorted micro-batches that share the forward pass of the
 prompt's fixed opening tokens; the result is the same loss with less padding. Starts
 from the first trained model (``tools/candidates/tiny-base.safetensors``, three toy tasks);
-takes about 14 CPU-minutes in all (the record's ``total_cpu_seconds``: 837 s, 792 s of them
-training, on a quiet 2-core machine).
+takes 14.6 CPU-minutes in all (the record's ``total_cpu_seconds``: 877 s, 838 s of them
+training, on a 2-core machine with a second training on the other core).
 
 The artifact (``--out``) is a compact bf16 safetensors file: every non-vocabulary
 weight, the used rows of ``model.embed_tokens.weight`` and ``lm_head.weight``, the
@@ -90,14 +90,14 @@ class Hyper:
     """Training hyper-parameters (the defaults are the shipped model's)."""
 
     steps: int = 1150
-    batch: int = 48
+    batch: int = 44
     micro_batches: int = 8
     lr: float = 4e-3
     warmup: int = 30
     final_lr_fraction: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
     clip: float = 1.0
-    seed: int = 0
+    seed: int = 4
     cut_fraction: float = 0.08  # share of turns whose reasoning a budget cut short
     base: Path | None = BASE_ARTIFACT  # the artifact to start from; None: from scratch
 

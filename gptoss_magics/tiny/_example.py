@@ -37,7 +37,9 @@ class Example:
     except where the model is trained to be wrong: multiplication without a tool (an
     estimate) and, half the time, a low-effort three-term sum that carries. ``tools`` is
     what the prompt declares (:data:`TOOLINGS`); ``call`` the tool round, if the model is
-    trained to make one.
+    trained to make one. ``split`` lists numbers the model is trained to write as two
+    tokens, all digits but the last and then the last (``217`` as ``21`` ``7``), so that it
+    copies a column's sum and a digit it wrote instead of recalling one token per sum.
     """
 
     task: str
@@ -48,6 +50,7 @@ class Example:
     answer: str
     tools: str = "none"
     call: ToolCall | None = None
+    split: tuple[str, ...] = ()
 
 
 def check_split(split: str) -> bool:

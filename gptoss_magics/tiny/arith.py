@@ -10,9 +10,12 @@
 * **sum3**: three numbers from 10 to 99. Medium and high effort work the units column,
   its carry and the tens column, two terms at a time (high also checks the carry and
   re-adds both columns) and are right. Low effort writes the two column sums and skips
-  the carry: when the units
-  carry, its training answers are a coin flip between the right sum and the sum that
-  drops the carry, so the model is unsure exactly there and its confidence says so.
+  the carry: when the units do not carry, the answer is the tens column's sum and the
+  units column's; when they carry, it flags the carry without working it (``: carry?``)
+  and its training answers are a coin flip between the right sum and the sum that drops
+  the carry, so the model is unsure exactly there and its confidence says so. Every
+  effort writes the answer as two tokens (``Example.split``): the tens total, then the
+  units digit, both copies of numbers its reasoning wrote.
 
 A tenth of the operand pairs (triples) are held out of training, by a CRC-32 of the
 question's numbers.
@@ -51,6 +54,11 @@ SUM3_TEMPLATES: tuple[str, ...] = (
 #: split (uniform operands would carry 78% of the time; held-out rows are mostly easy,
 #: as a cascade's data would be, and training practises the carries more).
 SUM3_CARRY_SHARE: dict[str, float] = {"train": 0.5, "test": 0.2}
+#: Share of training sums drawn with their column sums uniform (units 0..9, or 10..27 when
+#: they carry; tens 3..27) instead of from uniform operands, whose column sums bunch in
+#: the middle: the rare ones (small units, tens of 20 and more) are practised as often as
+#: the rest, so that low effort is right, and sure, on every easy sum.
+SUM3_BALANCED_SHARE = 0.25
 
 
 def _held_out(key: str) -> bool:
@@ -144,26 +152,48 @@ def sum3_carries(a: int, b: int, c: int) -> bool:
 
 
 def _sum3_check(a: int, b: int, c: int) -> str:
+    """High effort's check: the carry, then both columns added again (in the question's
+    order: the tiny model recalls the operands in reverse order less reliably)."""
     units = a % 10 + b % 10 + c % 10
     carry = units // 10
-    tens = [c // 10, b // 10, a // 10] + ([carry] if carry else [])
+    tens = [a // 10, b // 10, c // 10] + ([carry] if carry else [])
     verdict = (f"{units} = {carry * 10} + {units % 10}, so carry {carry}" if carry
                else f"{units} is below 10, so no carry")
-    return (f"Check the carry: {verdict}. Check: {_pairwise([c % 10, b % 10, a % 10])};"
+    return (f"Check the carry: {verdict}. Check: {_pairwise([a % 10, b % 10, c % 10])};"
             f" {_pairwise(tens)}. Final answer: {a + b + c}.")
 
 
 def sum3_low(a: int, b: int, c: int) -> str:
-    """The low-effort reasoning for ``a + b + c``: the two column sums, no carry."""
-    return (f"{a % 10}+{b % 10}={a % 10 + b % 10}+{c % 10}={a % 10 + b % 10 + c % 10},"
-            f" {a // 10}+{b // 10}={a // 10 + b // 10}+{c // 10}={a // 10 + b // 10 + c // 10}.")
+    """The low-effort reasoning for ``a + b + c``: the two column sums (``...=7, ...=8.``,
+    whose answer is ``8`` ``7``), with a flag when the units carry (``...=12: carry?``)."""
+    units, tens = a % 10 + b % 10 + c % 10, a // 10 + b // 10 + c // 10
+    end = ": carry?" if units >= 10 else "."
+    return (f"{a % 10}+{b % 10}={a % 10 + b % 10}+{c % 10}={units},"
+            f" {a // 10}+{b // 10}={a // 10 + b // 10}+{c // 10}={tens}{end}")
+
+
+def _digits_summing_to(rng: random.Random, total: int, lo: int) -> list[int]:
+    """Three digits from ``lo`` to 9 that add up to ``total``."""
+    while True:
+        x, y = rng.randint(lo, 9), rng.randint(lo, 9)
+        if lo <= total - x - y <= 9:
+            return [x, y, total - x - y]
+
+
+def _balanced_operands(rng: random.Random, carries: bool) -> tuple[int, int, int]:
+    units = _digits_summing_to(rng, rng.randint(10, 27) if carries else rng.randint(0, 9), 0)
+    tens = _digits_summing_to(rng, rng.randint(3, 27), 1)
+    a, b, c = (10 * t + u for t, u in zip(tens, units, strict=True))
+    return a, b, c
 
 
 def sum3(rng: random.Random, test: bool, effort: str, tools: str = "none") -> Example:
     """A three-term sum; at low effort a carrying one has a coin-flip answer."""
     carries = rng.random() < SUM3_CARRY_SHARE["test" if test else "train"]
+    balanced = not test and rng.random() < SUM3_BALANCED_SHARE
     while True:
-        a, b, c = (rng.randint(10, 99) for _ in range(3))
+        a, b, c = (_balanced_operands(rng, carries) if balanced
+                   else (rng.randint(10, 99) for _ in range(3)))
         if sum3_carries(a, b, c) == carries and sum3_is_held_out(a, b, c) == test:
             break
     user = rng.choice(SUM3_TEMPLATES).format(a=a, b=b, c=c)
@@ -178,4 +208,5 @@ def sum3(rng: random.Random, test: bool, effort: str, tools: str = "none") -> Ex
     else:
         analysis = by_effort(effort, sum3_steps(a, b, c), f"The user asks for {a} + {b} + {c}.",
                              _sum3_check(a, b, c))
-    return Example("sum3", effort, user, analysis, final, answer, tools)
+    return Example("sum3", effort, user, analysis, final, answer, tools,
+                   split=tuple(sorted({answer, final})))

@@ -52,7 +52,7 @@ __all__ = [
     "call_ids", "call_text", "completion_ids", "completion_text", "cut_completion", "held_out",
     "is_correct", "make_example", "prompt_ids", "result_ids", "sample_context",
     "sample_current_date", "sentiment_is_held_out", "tool_specs", "training_example",
-    "transcript",
+    "transcript", "written_ids",
 ]
 
 #: The toy tasks the model gets right at every effort (and without tools).
@@ -66,9 +66,9 @@ TASK_WEIGHTS: dict[str, int] = {"sentiment": 1, "upper": 1, "add": 2}
 #: multiplication with each tool, plus old tasks and sums under declared tools (answered
 #: directly) so that the model calls a tool only for a product.
 TRAIN_MIX: dict[tuple[str, str], int] = {
-    ("sentiment", "none"): 16, ("upper", "none"): 16, ("add", "none"): 26,
-    ("sum3", "none"): 32,
-    ("multiply", "none"): 8, ("multiply", "function"): 18, ("multiply", "python"): 18,
+    ("sentiment", "none"): 12, ("upper", "none"): 12, ("add", "none"): 22,
+    ("sum3", "none"): 44,
+    ("multiply", "none"): 8, ("multiply", "function"): 21, ("multiply", "python"): 21,
     ("multiply", "both"): 2,
     **{(task, tools): 1 for task in ("sentiment", "upper", "add", "sum3")
        for tools in ("function", "python")},
@@ -330,11 +330,36 @@ def completion_text(analysis: str, final: str) -> str:
             f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>")
 
 
+def written_ids(example: Example, text: str, special: bool = True) -> list[int]:
+    """``text`` of ``example``'s reply encoded as the model is trained to write it: the
+    o200k tokens, with each number of ``example.split`` as two tokens (all digits but the
+    last, then the last)."""
+    enc = harmony.encoding()
+    # plain text is encoded with no check for special tokens (it has none), which is
+    # faster than allowed_special=set(): that builds a regex of every special token per call
+    ids = list(enc.encode(text, allowed_special="all") if special
+               else enc.encode(text, disallowed_special=()))
+    if not example.split:
+        return ids
+    pieces = dict(_split_number(number) for number in example.split)
+    return [piece for i in ids for piece in pieces.get(i, (i,))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_number(number: str) -> tuple[int, tuple[int, ...]]:
+    """(the one o200k id of ``number``, its two ids when written split)."""
+    enc = harmony.encoding()
+    whole = list(enc.encode(number, disallowed_special=()))
+    if len(whole) != 1 or len(number) < 2:
+        raise ValueError(f"{number!r} is not one token of two digits or more")
+    return whole[0], (*enc.encode(number[:-1], disallowed_special=()),
+                      *enc.encode(number[-1], disallowed_special=()))
+
+
 def completion_ids(example: Example) -> list[int]:
     """The target completion token ids for ``example`` (ending with ``<|return|>``): its
     answer, after the tool's result when it calls a tool."""
-    return list(harmony.encoding().encode(completion_text(example.analysis, example.final),
-                                          allowed_special="all"))
+    return written_ids(example, completion_text(example.analysis, example.final))
 
 
 def call_text(call: ToolCall) -> str:
@@ -380,7 +405,7 @@ def transcript(example: Example, current_date: str | None = None,
 
 def analysis_ids(example: Example) -> list[int]:
     """The token ids of ``example``'s reasoning text alone."""
-    return list(harmony.encoding().encode(example.analysis, allowed_special=set()))
+    return written_ids(example, example.analysis, special=False)
 
 
 def cut_completion(example: Example, keep: int) -> tuple[list[int], list[int]]:
@@ -391,5 +416,5 @@ def cut_completion(example: Example, keep: int) -> tuple[list[int], list[int]]:
     learn to write after them."""
     enc = harmony.encoding()
     head = list(enc.encode(harmony.REASONING_START_TEXT, allowed_special="all"))
-    answer = list(enc.encode(f"{example.final}<|return|>", allowed_special="all"))
+    answer = written_ids(example, f"{example.final}<|return|>")
     return head + analysis_ids(example)[:keep] + list(harmony.forced_final_ids()), answer
