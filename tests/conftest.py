@@ -50,15 +50,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 tempfile.tempdir = None  # re-read TMPDIR
 
 
-def _remove_root(root: Path = _ROOT, own: bool = not os.environ.get("GPTOSS_TEST_ROOT")
-                 ) -> None:
-    """The run's folder (3.5 GB with its expanded models) goes when the run ends, so that
-    repeated runs do not fill the disk; a folder named by GPTOSS_TEST_ROOT stays."""
-    if own:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-atexit.register(_remove_root)  # registered first, so it runs after every other exit hook
+# The run's folder (3.5 GB with its expanded models) goes when the run ends, so that
+# repeated runs do not fill the disk; a folder named by GPTOSS_TEST_ROOT stays. Registered
+# first, so it runs after every other exit hook.
+if not os.environ.get("GPTOSS_TEST_ROOT"):
+    atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
 
 #: the model the shared engine runs (override with GPTOSS_TEST_MODEL, e.g. tiny-random)
 TEST_MODEL = os.environ.get("GPTOSS_TEST_MODEL", "tiny")
